@@ -1,0 +1,94 @@
+"""CuPy on a CUDA GPU, through ``array_api_compat.cupy``. CuPy is imported only when asked for."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..backend import Backend
+
+
+class CupyBackend(Backend):
+    name = "cupy"
+
+    def __init__(self, device_id: int) -> None:
+        import array_api_compat.cupy as xp
+        import cupy
+
+        self._cupy = cupy
+        super().__init__(xp, cupy.cuda.Device(device_id))
+        from . import cupy_kernels
+
+        self.kernels = cupy_kernels.kernels()
+        from ..random import current_seed
+
+        self._rng = cupy.random.default_rng(current_seed())
+
+    def describe(self) -> str:
+        return f"cupy on CUDA device {self.device.id}"
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.name, str(self.device.id))
+
+    def owns(self, a: Any) -> bool:
+        return owns(a)
+
+    def from_host(self, x: np.ndarray) -> Any:
+        with self.device:
+            return self._cupy.asarray(x)
+
+    def to_numpy(self, a: Any) -> np.ndarray:
+        return self._cupy.asnumpy(a)
+
+    def seed(self, n: int) -> None:
+        with self.device:
+            self._rng = self._cupy.random.default_rng(n)
+
+    def uniform(self, shape: tuple[int, ...], dtype: Any) -> Any:
+        with self.device:
+            return self._rng.random(shape, dtype=self._cupy.float32).astype(dtype, copy=False)
+
+    def synchronize(self) -> None:
+        self._cupy.cuda.Device(self.device.id).synchronize()
+
+    def free_memory(self) -> None:
+        self._cupy.get_default_memory_pool().free_all_blocks()
+        self._cupy.get_default_pinned_memory_pool().free_all_blocks()
+
+
+def unavailable_reason() -> str | None:
+    try:
+        import cupy
+    except ImportError:
+        return "CuPy is not installed (pip install 'nnx[cuda12]' or 'nnx[cuda13]')"
+    except Exception as e:  # a broken CUDA install raises at import
+        return f"CuPy failed to import: {e}"
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as e:
+        return f"no usable CUDA device ({type(e).__name__}: {e})"
+    if count < 1:
+        return "no CUDA device found"
+    return None
+
+
+def create(device: Any = None) -> CupyBackend:
+    reason = unavailable_reason()
+    if reason:
+        raise RuntimeError(f"Cannot use the cupy backend: {reason}.")
+    import cupy
+
+    device_id = 0 if device is None else int(getattr(device, "id", device))
+    count = cupy.cuda.runtime.getDeviceCount()
+    if not 0 <= device_id < count:
+        raise RuntimeError(f"CUDA device {device_id} does not exist; this machine has {count}.")
+    return CupyBackend(device_id)
+
+
+def owns(a: Any) -> bool:
+    return type(a).__module__.startswith("cupy")
+
+
+def create_for(a: Any) -> CupyBackend:
+    return create(a.device.id)

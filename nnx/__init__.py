@@ -1,0 +1,35 @@
+"""nnx: a Keras-style neural-network library written once against the Python Array API standard,
+running on NumPy (CPU), CuPy (CUDA GPU) or any Array API namespace with an adapter.
+
+>>> import nnx
+>>> model = nnx.Sequential([nnx.Input((4,)), nnx.Dense(8, activation="relu"), nnx.Dense(1)])
+>>> model.compile(optimizer="adam", loss="mse")
+"""
+from __future__ import annotations
+
+from . import activations, callbacks, initializers, layers, losses, metrics, optimizers, regularizers
+from .backend import (
+    Backend,
+    asarray,
+    available_backends,
+    floatx,
+    get_backend,
+    set_backend,
+    set_floatx,
+    to_numpy,
+    use_backend,
+)
+from .layers import Activation, Dense, Dropout, Flatten, Input, Layer
+from .models import Sequential
+from .random import seed
+from .saving import load_model
+from .plotting import plot_history
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Backend", "asarray", "available_backends", "floatx", "get_backend", "set_backend", "set_floatx",
+    "to_numpy", "use_backend", "seed", "Sequential", "Input", "Dense", "Activation", "Dropout", "Flatten",
+    "Layer", "load_model", "plot_history", "activations", "callbacks", "initializers", "layers", "losses",
+    "metrics", "optimizers", "regularizers", "__version__",
+]

@@ -1,0 +1,125 @@
+"""Where data enters: conversion of user inputs and their validation, once per call, before any
+weight changes. Host numpy is used here; arrays already on the model's device stay there."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import backend as _backend
+
+
+def _shape_str(shape: tuple) -> str:
+    return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def to_array(a: Any, backend: _backend.Backend, what: str) -> Any:
+    """A user input as either a host numpy array or an array already on ``backend``'s device."""
+    if a is None:
+        raise ValueError(f"{what} is required; received None.")
+    if backend.owns(a):
+        return a if getattr(a, "device", backend.device) == backend.device else backend.xp.asarray(a, device=backend.device)
+    if isinstance(a, (list, tuple, int, float)) or isinstance(a, (np.ndarray, np.generic)):
+        host = np.asarray(a)
+    else:
+        host = _backend.to_numpy(a)  # an array of another backend: through the host
+    if host.dtype == object or not (np.issubdtype(host.dtype, np.number) or host.dtype == np.bool_):
+        raise ValueError(f"{what} must be numeric; received an array of dtype {host.dtype}.")
+    return host
+
+
+def is_host(a: Any) -> bool:
+    return isinstance(a, np.ndarray)
+
+
+def check_finite(a: Any, backend: _backend.Backend, what: str) -> None:
+    if is_host(a):
+        if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
+            bad = int(np.size(a) - np.count_nonzero(np.isfinite(a)))
+            raise ValueError(f"{what} must be finite; received {bad} NaN or inf values.")
+        return
+    xp = backend.xp
+    if xp.isdtype(a.dtype, "real floating") and not bool(xp.all(xp.isfinite(a))):
+        raise ValueError(f"{what} must be finite; received NaN or inf values.")
+
+
+def check_x(x: Any, input_shape: tuple[int, ...] | None, backend: _backend.Backend) -> None:
+    if x.ndim < 2:
+        expected = f"(n, {', '.join(map(str, input_shape))})" if input_shape else "(n, features)"
+        raise ValueError(f"Expected x of shape {expected}: one row per sample; received shape {_shape_str(tuple(x.shape))}.")
+    if input_shape is not None and tuple(x.shape[1:]) != tuple(input_shape):
+        raise ValueError(
+            f"Expected x with sample shape {_shape_str(tuple(input_shape))} (x of shape (n, "
+            f"{', '.join(map(str, input_shape))})), received x of shape {_shape_str(tuple(x.shape))}."
+        )
+    check_finite(x, backend, "x")
+
+
+def check_y(y: Any, n: int, loss: Any, output_shape: tuple[int, ...], backend: _backend.Backend) -> Any:
+    """Validate ``y`` against ``n`` samples and the model output; returns y in its final layout
+    (a column for a 1-D target of a one-unit model)."""
+    if y.ndim == 0 or int(y.shape[0]) != n:
+        received = "a scalar" if y.ndim == 0 else f"{int(y.shape[0])} samples in y"
+        raise ValueError(f"x and y must have the same number of samples: {n} samples in x, received {received}.")
+    check_finite(y, backend, "y")
+    if loss.sparse_labels:
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y[:, 0]
+        if y.ndim != 1:
+            raise ValueError(
+                f"{loss.name} expects integer class labels of shape (n,); received y of shape "
+                f"{_shape_str(tuple(y.shape))} (for one-hot rows use categorical_crossentropy)."
+            )
+        units = int(output_shape[-1])
+        lo, hi, integral = _label_stats(y, backend)
+        if not integral:
+            raise ValueError(f"{loss.name} expects integer class labels; received non-integer values in y.")
+        if lo < 0 or hi >= units:
+            raise ValueError(
+                f"Labels must lie in [0, {units - 1}] for a model with {units} output units; "
+                f"received labels from {lo} to {hi}."
+            )
+        return y
+    if y.ndim == 1 and tuple(output_shape) == (1,):
+        y = y[:, None]
+    if tuple(y.shape[1:]) != tuple(output_shape):
+        hint = " (integer labels need sparse_categorical_crossentropy)" if y.ndim == 1 else ""
+        raise ValueError(
+            f"Expected y of shape (n, {', '.join(map(str, output_shape))}) to match the model output, "
+            f"received y of shape {_shape_str(tuple(y.shape))}{hint}."
+        )
+    return y
+
+
+def _label_stats(y: Any, backend: _backend.Backend) -> tuple[int, int, bool]:
+    if is_host(y):
+        if y.size == 0:
+            return 0, 0, True
+        integral = bool(np.issubdtype(y.dtype, np.integer) or np.all(np.equal(np.floor(y), y)))
+        return int(y.min()), int(y.max()), integral
+    xp = backend.xp
+    integral = xp.isdtype(y.dtype, "integral") or bool(xp.all(xp.floor(y) == y))
+    return int(xp.min(y)), int(xp.max(y)), integral
+
+
+def cast(a: Any, dtype: str, backend: _backend.Backend) -> Any:
+    """Cast on the host (before the move) or on the device, whichever side ``a`` is on."""
+    if is_host(a):
+        return a.astype(dtype, copy=False)
+    target = backend.dtype(dtype)
+    return a if a.dtype == target else backend.xp.astype(a, target)
+
+
+def slice_rows(a: Any, start: int, stop: int) -> Any:
+    return a[start:stop, ...]
+
+
+def take_rows(a: Any, idx_host: Any, idx_device: Any, backend: _backend.Backend) -> Any:
+    if is_host(a):
+        return a[idx_host]
+    return backend.xp.take(a, idx_device, axis=0)
+
+
+def fits_on_device(nbytes: int, backend: _backend.Backend) -> bool:
+    probe = backend.kernels.get("fits_in_memory")
+    return True if probe is None else bool(probe(nbytes))

@@ -1,0 +1,162 @@
+"""Weight initializers. Values are drawn on the host from the seeded ``nnx.random`` stream, so the
+same seed gives bit-identical initial weights on every backend; layers then move them."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from . import random as _random
+
+# std of a unit normal truncated to [-2, 2]; Keras divides by it so the truncated draw keeps the
+# intended variance
+_TRUNC_STD = 0.87962566103423978
+
+
+def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
+    if len(shape) == 0:
+        return 1, 1
+    if len(shape) == 1:
+        return shape[0], shape[0]
+    receptive = math.prod(shape[:-2])
+    return shape[-2] * receptive, shape[-1] * receptive
+
+
+class Initializer:
+    """Draws a host array of a given shape and dtype name.
+
+    >>> nnx.initializers.get("he_normal")((784, 128), "float32")
+    """
+
+    name = ""
+
+    def __call__(self, shape: tuple[int, ...], dtype: str = "float32") -> Any:
+        raise NotImplementedError
+
+    def get_config(self) -> dict | str:
+        params = {k: v for k, v in vars(self).items() if not k.startswith("_")}
+        return {"class_name": self.name, "config": params} if params else self.name
+
+
+class Zeros(Initializer):
+    name = "zeros"
+
+    def __call__(self, shape, dtype="float32"):
+        return _random.host_full(shape, 0.0, dtype)
+
+
+class Ones(Initializer):
+    name = "ones"
+
+    def __call__(self, shape, dtype="float32"):
+        return _random.host_full(shape, 1.0, dtype)
+
+
+class Constant(Initializer):
+    name = "constant"
+
+    def __init__(self, value: float = 0.0):
+        self.value = float(value)
+
+    def __call__(self, shape, dtype="float32"):
+        return _random.host_full(shape, self.value, dtype)
+
+
+class RandomUniform(Initializer):
+    name = "random_uniform"
+
+    def __init__(self, minval: float = -0.05, maxval: float = 0.05):
+        self.minval, self.maxval = float(minval), float(maxval)
+
+    def __call__(self, shape, dtype="float32"):
+        return _random.init_rng().uniform(self.minval, self.maxval, size=shape).astype(dtype)
+
+
+class RandomNormal(Initializer):
+    name = "random_normal"
+
+    def __init__(self, mean: float = 0.0, stddev: float = 0.05):
+        self.mean, self.stddev = float(mean), float(stddev)
+
+    def __call__(self, shape, dtype="float32"):
+        return _random.init_rng().normal(self.mean, self.stddev, size=shape).astype(dtype)
+
+
+def _truncated_normal(shape: tuple[int, ...], stddev: float, mean: float = 0.0) -> Any:
+    """Normal draws, with those beyond two standard deviations drawn again."""
+    rng = _random.init_rng()
+    z = rng.standard_normal(size=shape)
+    outside = abs(z) > 2.0
+    while outside.any():
+        z[outside] = rng.standard_normal(size=int(outside.sum()))
+        outside = abs(z) > 2.0
+    return mean + stddev * z
+
+
+class TruncatedNormal(RandomNormal):
+    name = "truncated_normal"
+
+    def __call__(self, shape, dtype="float32"):
+        return _truncated_normal(shape, self.stddev, self.mean).astype(dtype)
+
+
+class VarianceScaling(Initializer):
+    """Variance ``scale / fan`` with fan = fan_in, fan_out or their mean; uniform or truncated normal."""
+
+    name = "variance_scaling"
+
+    def __init__(self, scale: float = 1.0, mode: str = "fan_in", distribution: str = "truncated_normal"):
+        if mode not in ("fan_in", "fan_out", "fan_avg"):
+            raise ValueError(f"mode must be 'fan_in', 'fan_out' or 'fan_avg'; received {mode!r}.")
+        if distribution not in ("uniform", "truncated_normal", "untruncated_normal"):
+            raise ValueError(
+                f"distribution must be 'uniform', 'truncated_normal' or 'untruncated_normal'; received {distribution!r}."
+            )
+        self.scale, self.mode, self.distribution = float(scale), mode, distribution
+
+    def __call__(self, shape, dtype="float32"):
+        fan_in, fan_out = _fans(tuple(shape))
+        fan = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[self.mode]
+        variance = self.scale / max(1.0, fan)
+        if self.distribution == "uniform":
+            limit = math.sqrt(3.0 * variance)
+            return _random.init_rng().uniform(-limit, limit, size=shape).astype(dtype)
+        if self.distribution == "untruncated_normal":
+            return _random.init_rng().normal(0.0, math.sqrt(variance), size=shape).astype(dtype)
+        return _truncated_normal(shape, math.sqrt(variance) / _TRUNC_STD).astype(dtype)
+
+
+def _preset(name: str, scale: float, mode: str, distribution: str) -> type[VarianceScaling]:
+    def __init__(self):
+        VarianceScaling.__init__(self, scale, mode, distribution)
+
+    def get_config(self):
+        return name
+
+    return type(name, (VarianceScaling,), {"name": name, "__init__": __init__, "get_config": get_config})
+
+
+GlorotUniform = _preset("glorot_uniform", 1.0, "fan_avg", "uniform")
+GlorotNormal = _preset("glorot_normal", 1.0, "fan_avg", "truncated_normal")
+HeUniform = _preset("he_uniform", 2.0, "fan_in", "uniform")
+HeNormal = _preset("he_normal", 2.0, "fan_in", "truncated_normal")
+LecunUniform = _preset("lecun_uniform", 1.0, "fan_in", "uniform")
+LecunNormal = _preset("lecun_normal", 1.0, "fan_in", "truncated_normal")
+
+_REGISTRY: dict[str, type[Initializer]] = {
+    cls.name: cls
+    for cls in (
+        Zeros, Ones, Constant, RandomUniform, RandomNormal, TruncatedNormal, VarianceScaling,
+        GlorotUniform, GlorotNormal, HeUniform, HeNormal, LecunUniform, LecunNormal,
+    )
+}
+
+
+def get(identifier: str | dict | Initializer) -> Initializer:
+    """An initializer from its name, its config dict, or an instance."""
+    if isinstance(identifier, Initializer):
+        return identifier
+    if isinstance(identifier, dict) and identifier.get("class_name") in _REGISTRY:
+        return _REGISTRY[identifier["class_name"]](**identifier.get("config", {}))
+    if isinstance(identifier, str) and identifier.lower() in _REGISTRY:
+        return _REGISTRY[identifier.lower()]()
+    raise ValueError(f"Unknown initializer {identifier!r}; expected one of: {', '.join(sorted(_REGISTRY))}.")

@@ -1,0 +1,209 @@
+"""Losses: a value ``forward(xp, y, p)`` (mean over the batch) and its gradient ``backward``.
+
+Cross-entropies paired with the matching output activation (softmax or sigmoid) skip that
+activation's backward: ``fused_backward`` returns the gradient of the logits, ``(p - y) / n``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+EPSILON = 1e-7  # probabilities are clipped to [EPSILON, 1 - EPSILON], as Keras does
+
+
+def _count(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
+class Loss:
+    """Base class. ``loss(y_true, y_pred)`` returns the mean loss as a 0-d array.
+
+    >>> nnx.losses.MeanSquaredError()(y_true, y_pred)
+    """
+
+    name = ""
+    fuses_with: str | None = None  # the output activation whose backward this loss can absorb
+    sparse_labels = False  # True: y holds integer class indices
+
+    def __call__(self, y_true: Any, y_pred: Any) -> Any:
+        from .backend import get_backend
+
+        xp = get_backend().xp
+        return self.forward(xp, y_true, y_pred)
+
+    def forward(self, xp: Any, y: Any, p: Any) -> Any:
+        raise NotImplementedError
+
+    def backward(self, xp: Any, y: Any, p: Any) -> Any:
+        raise NotImplementedError
+
+    def fused_backward(self, xp: Any, y: Any, p: Any) -> Any:
+        """Gradient w.r.t. the logits when the output activation is ``fuses_with``."""
+        raise NotImplementedError
+
+    def get_config(self) -> dict:
+        return {"class_name": type(self).__name__, "config": {}}
+
+
+class MeanSquaredError(Loss):
+    """mean((p - y)^2) over the batch and the output axis."""
+
+    name = "mean_squared_error"
+
+    def forward(self, xp, y, p):
+        r = p - y
+        return xp.mean(r * r)
+
+    def backward(self, xp, y, p):
+        return (p - y) * (2.0 / _count(p.shape))
+
+
+class MeanAbsoluteError(Loss):
+    """mean(|p - y|) over the batch and the output axis."""
+
+    name = "mean_absolute_error"
+
+    def forward(self, xp, y, p):
+        return xp.mean(xp.abs(p - y))
+
+    def backward(self, xp, y, p):
+        return xp.sign(p - y) * (1.0 / _count(p.shape))
+
+
+class Huber(Loss):
+    """0.5 r^2 where |r| <= delta, else delta (|r| - 0.5 delta); mean over all entries."""
+
+    name = "huber"
+
+    def __init__(self, delta: float = 1.0):
+        self.delta = float(delta)
+
+    def forward(self, xp, y, p):
+        a = xp.abs(p - y)
+        q = xp.minimum(a, self.delta)
+        return xp.mean(0.5 * q * q + self.delta * (a - q))
+
+    def backward(self, xp, y, p):
+        r = p - y
+        return xp.clip(r, -self.delta, self.delta) * (1.0 / _count(p.shape))
+
+    def get_config(self):
+        return {"class_name": "Huber", "config": {"delta": self.delta}}
+
+
+class _CrossEntropy(Loss):
+    def __init__(self, from_logits: bool = False):
+        self.from_logits = bool(from_logits)
+        if self.from_logits:
+            self.fuses_with = None
+
+    def get_config(self):
+        return {"class_name": type(self).__name__, "config": {"from_logits": self.from_logits}}
+
+
+def _log_softmax(xp, z):
+    s = z - xp.max(z, axis=-1, keepdims=True)
+    return s - xp.log(xp.sum(xp.exp(s), axis=-1, keepdims=True))
+
+
+def _softmax(xp, z):
+    e = xp.exp(z - xp.max(z, axis=-1, keepdims=True))
+    return e / xp.sum(e, axis=-1, keepdims=True)
+
+
+def one_hot(xp: Any, labels: Any, depth: int, dtype: Any) -> Any:
+    """Integer labels (n,) -> (n, depth) one-hot rows of ``dtype`` on the labels' device."""
+    classes = xp.arange(depth, dtype=labels.dtype, device=labels.device)
+    return xp.astype(labels[:, None] == classes, dtype)
+
+
+class CategoricalCrossentropy(_CrossEntropy):
+    """-sum(y log p) over classes, mean over the batch; y one-hot (or soft) rows.
+
+    >>> nnx.losses.CategoricalCrossentropy(from_logits=True)
+    """
+
+    name = "categorical_crossentropy"
+    fuses_with = "softmax"
+
+    def _targets(self, xp, y, p):
+        return y
+
+    def forward(self, xp, y, p):
+        t = self._targets(xp, y, p)
+        logp = _log_softmax(xp, p) if self.from_logits else xp.log(xp.clip(p, EPSILON, 1.0 - EPSILON))
+        return -xp.sum(t * logp) * (1.0 / p.shape[0])
+
+    def backward(self, xp, y, p):
+        t = self._targets(xp, y, p)
+        if self.from_logits:
+            return (_softmax(xp, p) - t) * (1.0 / p.shape[0])
+        return -t / xp.clip(p, EPSILON, 1.0 - EPSILON) * (1.0 / p.shape[0])
+
+    def fused_backward(self, xp, y, p):
+        return (p - self._targets(xp, y, p)) * (1.0 / p.shape[0])
+
+
+class SparseCategoricalCrossentropy(CategoricalCrossentropy):
+    """Categorical cross-entropy with integer class labels y of shape (n,).
+
+    >>> nnx.losses.SparseCategoricalCrossentropy(from_logits=False)
+    """
+
+    name = "sparse_categorical_crossentropy"
+    sparse_labels = True
+
+    def _targets(self, xp, y, p):
+        if y.ndim == 2:
+            y = y[:, 0]
+        return one_hot(xp, y, p.shape[-1], p.dtype)
+
+
+class BinaryCrossentropy(_CrossEntropy):
+    """-(y log p + (1 - y) log(1 - p)), mean over all entries.
+
+    >>> nnx.losses.BinaryCrossentropy(from_logits=True)
+    """
+
+    name = "binary_crossentropy"
+    fuses_with = "sigmoid"
+
+    def forward(self, xp, y, p):
+        if self.from_logits:  # max(z, 0) - z y + log(1 + e^-|z|)
+            return xp.mean(xp.maximum(p, 0.0) - p * y + xp.log1p(xp.exp(-xp.abs(p))))
+        q = xp.clip(p, EPSILON, 1.0 - EPSILON)
+        return -xp.mean(y * xp.log(q) + (1.0 - y) * xp.log(1.0 - q))
+
+    def backward(self, xp, y, p):
+        scale = 1.0 / _count(p.shape)
+        if self.from_logits:
+            return (0.5 * xp.tanh(0.5 * p) + 0.5 - y) * scale
+        q = xp.clip(p, EPSILON, 1.0 - EPSILON)
+        return (q - y) / (q * (1.0 - q)) * scale
+
+    def fused_backward(self, xp, y, p):
+        return (p - y) * (1.0 / _count(p.shape))
+
+
+_REGISTRY = {
+    "mse": MeanSquaredError, "mean_squared_error": MeanSquaredError,
+    "mae": MeanAbsoluteError, "mean_absolute_error": MeanAbsoluteError,
+    "huber": Huber, "huber_loss": Huber,
+    "binary_crossentropy": BinaryCrossentropy,
+    "categorical_crossentropy": CategoricalCrossentropy,
+    "sparse_categorical_crossentropy": SparseCategoricalCrossentropy,
+}
+_CLASSES = {cls.__name__: cls for cls in set(_REGISTRY.values())}
+
+
+def get(identifier: str | dict | Loss) -> Loss:
+    """A loss from its name, its config dict, or an instance."""
+    if isinstance(identifier, Loss):
+        return identifier
+    if isinstance(identifier, str) and identifier.lower() in _REGISTRY:
+        return _REGISTRY[identifier.lower()]()
+    if isinstance(identifier, dict) and identifier.get("class_name") in _CLASSES:
+        return _CLASSES[identifier["class_name"]](**identifier.get("config", {}))
+    raise ValueError(f"Unknown loss {identifier!r}; expected one of: {', '.join(sorted(_REGISTRY))}.")

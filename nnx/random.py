@@ -1,0 +1,70 @@
+"""Host-side random streams, seeded together by :func:`nnx.seed`.
+
+Initial weights and the shuffle order are drawn here, on the host, so that every backend sees the
+same numbers for the same seed; the weights are then moved to the device.
+"""
+from __future__ import annotations
+
+import numpy as np  # host side: weight init and shuffle order
+
+from .backend import _state
+
+_streams: dict[str, np.random.Generator] = {}
+_seed: list[int | None] = [None]
+
+
+def seed(n: int) -> None:
+    """Seed weight initialisation, shuffling and dropout on every backend.
+
+    >>> nnx.seed(0)
+    """
+    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 0:
+        raise ValueError(f"seed expects a non-negative int, received {n!r}.")
+    _seed[0] = int(n)
+    init, shuffle, device = np.random.SeedSequence(int(n)).spawn(3)
+    _streams["init"] = np.random.default_rng(init)
+    _streams["shuffle"] = np.random.default_rng(shuffle)
+    _streams["device"] = np.random.default_rng(device)
+    if _state.current is not None:
+        _state.current.seed(int(n))
+
+
+def _stream(name: str) -> np.random.Generator:
+    if name not in _streams:
+        _streams[name] = np.random.default_rng()
+    return _streams[name]
+
+
+def init_rng() -> np.random.Generator:
+    """The generator that draws initial weights."""
+    return _stream("init")
+
+
+def shuffle_rng() -> np.random.Generator:
+    """The generator that models draw their own shuffle generators from."""
+    return _stream("shuffle")
+
+
+def device_rng() -> np.random.Generator:
+    """Host generator behind backends that have no device-side one."""
+    return _stream("device")
+
+
+def current_seed() -> int | None:
+    return _seed[0]
+
+
+def host_full(shape: tuple[int, ...], value: float, dtype: str) -> np.ndarray:
+    """A constant host array (for the deterministic initializers)."""
+    return np.full(shape, value, dtype=dtype)
+
+
+def new_generator() -> np.random.Generator:
+    """A generator of its own (a model's shuffle order), drawn from the shuffle stream."""
+    return np.random.default_rng(shuffle_rng().integers(2**63))
+
+
+def generator_from_state(state: dict) -> np.random.Generator:
+    rng = np.random.default_rng()
+    rng.bit_generator.state = state
+    return rng

@@ -1,0 +1,67 @@
+"""One suite for every backend. The ``backend`` fixture yields, in turn:
+
+- numpy;
+- array_api_strict on "device1" (arrays created without ``device=`` would fail to combine);
+- array_api_strict on "no_float64" (any float64 creeping into float32 code raises);
+- cupy, when a CUDA device is usable (otherwise a skip that says why).
+
+``NNX_TEST_BACKENDS=numpy,array_api_strict,cupy`` selects among them.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+import nnx
+
+_ALL = [("numpy", None), ("array_api_strict", "device1"), ("array_api_strict", "no_float64"), ("cupy", 0)]
+
+
+def _selected() -> list[tuple[str, object]]:
+    names = [n.strip() for n in os.environ.get("NNX_TEST_BACKENDS", "numpy,array_api_strict,cupy").split(",") if n.strip()]
+    unknown = set(names) - {n for n, _ in _ALL}
+    if unknown:
+        raise pytest.UsageError(f"NNX_TEST_BACKENDS: unknown backends {sorted(unknown)}")
+    return [(n, d) for n, d in _ALL if n in names]
+
+
+def _id(param: tuple[str, object]) -> str:
+    name, device = param
+    return {"numpy": "numpy", "cupy": "cupy"}.get(name, f"strict-{device}")
+
+
+@pytest.fixture(params=_selected(), ids=_id)
+def backend(request):
+    name, device = request.param
+    if name == "cupy":
+        from nnx.backends import cupy_backend
+
+        reason = cupy_backend.unavailable_reason()
+        if reason:
+            pytest.skip(f"cupy backend not usable here: {reason}")
+    previous = nnx.floatx()
+    nnx.set_floatx("float32")
+    nnx.seed(0)
+    with nnx.use_backend(name, device) as b:
+        yield b
+    nnx.set_floatx(previous)
+
+
+@pytest.fixture
+def backend64(backend):
+    """The backend, with float64 as the default float type (for finite-difference checks)."""
+    if "no_float64" in str(backend.device):
+        pytest.skip("float64 gradient check: the no_float64 device refuses float64 by design")
+    nnx.set_floatx("float64")
+    yield backend
+    nnx.set_floatx("float32")
+
+
+def assert_close(actual, expected, dtype: str = "float32", scale: float = 100.0) -> None:
+    """Compare through numpy, with a tolerance tied to the dtype's eps."""
+    a = nnx.to_numpy(actual)
+    e = nnx.to_numpy(expected) if not isinstance(expected, (list, float, int)) else np.asarray(expected)
+    tol = scale * float(np.finfo(dtype).eps)
+    np.testing.assert_allclose(a, e, rtol=tol, atol=tol)
