@@ -176,7 +176,7 @@ class Sequential:
             initial_epoch: int = 0) -> _callbacks.History:
         """Train for ``epochs`` passes over (x, y) in shuffled mini-batches; returns a ``History``."""
         if not self.compiled:
-            raise RuntimeError("The model must be compiled before training: call model.compile(optimizer=..., loss=...).")
+            raise RuntimeError("The model must be compiled before training: call compile() first, e.g. model.compile(optimizer='adam', loss='mse').")
         backend = self._check_backend()
         _check_positive_int(epochs, "epochs")
         _check_positive_int(batch_size, "batch_size")
@@ -300,7 +300,7 @@ class Sequential:
     def train_on_batch(self, x: Any, y: Any) -> float:
         """One optimizer step on one batch; returns its loss."""
         if not self.compiled:
-            raise RuntimeError("The model must be compiled before training: call model.compile(optimizer=..., loss=...).")
+            raise RuntimeError("The model must be compiled before training: call compile() first, e.g. model.compile(optimizer='adam', loss='mse').")
         backend = self._check_backend()
         x, y = self._prepare(x, y, backend)
         if _data.is_host(x):
@@ -313,7 +313,7 @@ class Sequential:
                  return_dict: bool = False) -> float | list[float] | dict[str, float]:
         """The loss (and metrics) over (x, y): a float, ``[loss, *metrics]``, or a dict."""
         if not self.compiled:
-            raise RuntimeError("The model must be compiled before evaluation: call model.compile(optimizer=..., loss=...).")
+            raise RuntimeError("The model must be compiled before evaluation: call compile() first, e.g. model.compile(optimizer='adam', loss='mse').")
         backend = self._check_backend()
         _check_positive_int(batch_size, "batch_size")
         x, y = self._prepare(x, y, backend)

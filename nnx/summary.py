@@ -1,0 +1,44 @@
+"""``model.summary()``: a Keras-style table of layers, output shapes and parameter counts."""
+from __future__ import annotations
+
+from typing import Any
+
+
+def _size(n_bytes: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n_bytes < 1024 or unit == "GB":
+            return f"{n_bytes:.2f} {unit}" if unit != "B" else f"{n_bytes} B"
+        n_bytes /= 1024
+    return ""
+
+
+def _itemsize(layer: Any) -> int:
+    return {"float16": 2, "float32": 4, "float64": 8}.get(layer.dtype, 4)
+
+
+def render(model: Any, line_length: int = 72) -> str:
+    widths = (int(line_length * 0.45), int(line_length * 0.33))
+    header = f"{'Layer (type)':<{widths[0]}}{'Output Shape':<{widths[1]}}Param #"
+    lines = [f'Model: "{model.name}"', "_" * line_length, header, "=" * line_length]
+    trainable = non_trainable = 0
+    trainable_bytes = non_trainable_bytes = 0
+    for i, layer in enumerate(model.layers):
+        shape = "?" if layer.output_shape is None else str((None, *layer.output_shape))
+        count = layer.count_params()
+        lines.append(f"{f'{layer.name} ({type(layer).__name__})':<{widths[0]}}{shape:<{widths[1]}}{count:,}")
+        if i < len(model.layers) - 1:
+            lines.append("")
+        if layer.trainable:
+            trainable += count
+            trainable_bytes += count * _itemsize(layer)
+        else:
+            non_trainable += count
+            non_trainable_bytes += count * _itemsize(layer)
+    lines += [
+        "=" * line_length,
+        f"Total params: {trainable + non_trainable:,} ({_size(trainable_bytes + non_trainable_bytes)})",
+        f"Trainable params: {trainable:,} ({_size(trainable_bytes)})",
+        f"Non-trainable params: {non_trainable:,} ({_size(non_trainable_bytes)})",
+        "_" * line_length,
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,222 @@
+"""Sequential end to end: fit, evaluate, predict, weights, config and backend moves."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import nnx
+from conftest import assert_close
+
+
+def _blobs(n=120, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, size=n)
+    centers = np.array([[2.0, 0.0], [-2.0, 0.0], [0.0, 2.5]])
+    return (centers[y] + 0.5 * rng.normal(size=(n, 2))).astype("float32"), y
+
+
+def _classifier(units=16):
+    model = nnx.Sequential([nnx.Input(2), nnx.Dense(units, activation="relu"), nnx.Dense(3, activation="softmax")])
+    model.compile(optimizer=nnx.optimizers.Adam(0.02), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def test_fit_learns_and_history_holds_floats(backend):
+    x, y = _blobs()
+    model = _classifier()
+    history = model.fit(x, y, epochs=15, batch_size=16, verbose=0)
+    assert set(history.history) == {"loss", "accuracy"}
+    assert all(type(v) is float for v in history.history["loss"]) and len(history.history["loss"]) == 15
+    assert history.history["loss"][-1] < 0.5 * history.history["loss"][0]
+    assert history.history["accuracy"][-1] > 0.95
+    loss, acc = model.evaluate(x, y)
+    assert acc > 0.95 and loss < history.history["loss"][0]
+
+
+def test_evaluate_matches_hand_computed_loss(backend):
+    model = nnx.Sequential([nnx.Input(2), nnx.Dense(1, use_bias=False)])
+    model.set_weights([np.array([[1.0], [2.0]])])
+    model.compile("sgd", "mse", metrics=["mae"])
+    x = np.array([[1.0, 1.0], [2.0, 0.0], [0.0, 1.0]])
+    y = np.array([2.0, 2.0, 4.0])  # predictions 3, 2, 2 -> errors 1, 0, -2
+    logs = model.evaluate(x, y, batch_size=2, return_dict=True)
+    assert logs == pytest.approx({"loss": 5 / 3, "mae": 1.0}, rel=1e-6)
+    assert model.evaluate(x, y) == pytest.approx([5 / 3, 1.0], rel=1e-6)
+    model.compile("sgd", "mse")
+    assert model.evaluate(x, y) == pytest.approx(5 / 3, rel=1e-6)
+
+
+def test_accuracy_variants_against_hand_count(backend):
+    x = np.zeros((4, 2))
+    sparse = nnx.Sequential([nnx.Input(2), nnx.Dense(3, activation="softmax")])
+    sparse.set_weights([np.zeros((2, 3)), np.array([0.0, 1.0, 0.0])])  # always predicts class 1
+    sparse.compile("sgd", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    assert sparse.evaluate(x, np.array([1, 1, 0, 2]))[1] == pytest.approx(0.5)
+    sparse.compile("sgd", "categorical_crossentropy", metrics=["accuracy"])
+    assert sparse.evaluate(x, np.eye(3)[[1, 0, 0, 2]])[1] == pytest.approx(0.25)
+    binary = nnx.Sequential([nnx.Input(2), nnx.Dense(1, activation="sigmoid")])
+    binary.set_weights([np.zeros((2, 1)), np.array([1.0])])  # p = 0.73 -> class 1
+    binary.compile("sgd", "binary_crossentropy", metrics=["accuracy"])
+    assert binary.evaluate(x, np.array([1, 0, 1, 1]))[1] == pytest.approx(0.75)
+
+
+def test_validation_split_takes_last_samples_before_shuffling(backend):
+    x, y = _blobs(100)
+    model = _classifier()
+    history = model.fit(x, y, epochs=2, batch_size=10, validation_split=0.2, verbose=0)
+    val_loss, val_acc = model.evaluate(x[80:], y[80:])
+    assert history.history["val_loss"][-1] == pytest.approx(val_loss, rel=1e-5)
+    assert history.history["val_accuracy"][-1] == pytest.approx(val_acc)
+
+
+def test_validation_data(backend):
+    x, y = _blobs(60)
+    model = _classifier()
+    history = model.fit(x, y, epochs=1, validation_data=(x[:10], y[:10]), verbose=0)
+    assert history.history["val_loss"][0] == pytest.approx(model.evaluate(x[:10], y[:10])[0], rel=1e-5)
+
+
+def test_shuffle_is_seeded(backend):
+    x, y = _blobs(50)
+
+    def run():
+        nnx.seed(3)
+        model = _classifier()
+        model.fit(x, y, epochs=2, batch_size=8, verbose=0)
+        return model.get_weights()
+
+    for a, b in zip(run(), run()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_predict_is_batched_and_matches_forward(backend):
+    x, _ = _blobs(70)
+    model = _classifier()
+    full = model.predict(x, batch_size=1000)
+    batched = model.predict(x, batch_size=8)
+    assert tuple(batched.shape) == (70, 3) and backend.owns(batched)
+    assert_close(batched, full, scale=10)
+    assert_close(nnx.to_numpy(batched).sum(axis=1), np.ones(70))
+
+
+def test_inputs_as_lists_and_device_arrays(backend):
+    model = nnx.Sequential([nnx.Input(2), nnx.Dense(1)])
+    model.compile(nnx.optimizers.SGD(0.1), "mse")
+    x_list, y_list = [[0.0, 1.0], [1.0, 0.0], [1.0, 1.0]], [1.0, 2.0, 3.0]
+    h1 = model.fit(x_list, y_list, epochs=1, verbose=0, shuffle=False)
+    h2 = model.fit(nnx.asarray(x_list), nnx.asarray(y_list), epochs=1, verbose=0, shuffle=False)
+    assert h2.history["loss"][0] < h1.history["loss"][0]
+    assert tuple(model.predict(x_list).shape) == (3, 1)
+
+
+def test_one_dimensional_target_is_a_column(backend):
+    model = nnx.Sequential([nnx.Input(1), nnx.Dense(1)])
+    model.set_weights([np.array([[2.0]]), np.array([0.0])])
+    model.compile("sgd", "mse")
+    # read as (3, 1): errors 0, 0, 0. Broadcasting (3, 1) against (3,) would give nonzero loss
+    assert model.evaluate(np.array([[1.0], [2.0], [3.0]]), np.array([2.0, 4.0, 6.0])) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_lazy_build_without_input(backend):
+    model = nnx.Sequential([nnx.Dense(4, activation="relu"), nnx.Dense(1)])
+    assert not model.built
+    model.compile("adam", "mse")
+    model.fit(np.ones((8, 3)), np.zeros(8), epochs=1, verbose=0)
+    assert model.built and model.input_shape == (3,) and model.count_params() == 3 * 4 + 4 + 4 + 1
+
+
+def test_get_set_weights_and_count_params(backend):
+    model = _classifier(units=5)
+    weights = model.get_weights()
+    assert [w.shape for w in weights] == [(2, 5), (5,), (5, 3), (3,)]
+    assert model.count_params() == 2 * 5 + 5 + 5 * 3 + 3
+    new = [np.full(w.shape, 0.5, dtype="float32") for w in weights]
+    model.set_weights(new)
+    for a, b in zip(model.get_weights(), new):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_config_roundtrip_gives_same_architecture_fresh_weights(backend):
+    model = nnx.Sequential([nnx.Input(3), nnx.Dense(4, activation="Leaky_relu", kernel_initializer="he_uniform",
+                                                    kernel_regularizer="l2"),
+                            nnx.Dropout(0.1), nnx.Dense(2, activation="softmax", use_bias=False)])
+    clone = nnx.Sequential.from_config(model.get_config())
+    cfgs_a = [l["config"] for l in model.get_config()["layers"]]
+    cfgs_b = [l["config"] for l in clone.get_config()["layers"]]
+    for a, b in zip(cfgs_a, cfgs_b):
+        a, b = dict(a), dict(b)
+        a.pop("name"), b.pop("name")
+        assert a == b
+    assert clone.count_params() == model.count_params()
+    assert not np.array_equal(clone.get_weights()[0], model.get_weights()[0])
+    layer = nnx.layers.Layer.from_config(nnx.layers.serialize(model.layers[0]))
+    assert isinstance(layer, nnx.Dense) and layer.activation.name == "leaky_relu"
+
+
+def test_to_backend_moves_weights_and_optimizer_state(backend):
+    x, y = _blobs(40)
+    model = _classifier()
+    model.fit(x, y, epochs=1, verbose=0)
+    before = model.get_weights()
+    p_before = nnx.to_numpy(model.predict(x))
+    with nnx.use_backend("numpy") as target:
+        model.to_backend()
+        assert model.backend == target and target.owns(model.layers[0].kernel)
+        assert all(target.owns(s) for slots in model.optimizer._state for s in slots)
+        np.testing.assert_allclose(nnx.to_numpy(model.predict(x)), p_before, rtol=1e-5, atol=1e-6)
+        model.fit(x, y, epochs=1, verbose=0)
+    model.to_backend(backend.name, backend.device)
+    assert backend.owns(model.layers[0].kernel)
+    assert not np.array_equal(model.get_weights()[0], before[0])
+
+
+def test_verbose_zero_is_silent_and_two_prints_a_line_per_epoch(backend, capsys):
+    x, y = _blobs(30)
+    model = _classifier()
+    model.fit(x, y, epochs=2, verbose=0, validation_split=0.2)
+    model.evaluate(x, y, verbose=0)
+    model.predict(x, verbose=0)
+    assert capsys.readouterr().out == ""
+    model.fit(x, y, epochs=3, verbose=2, validation_split=0.2)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3 and all("loss:" in line and "val_accuracy:" in line for line in lines)
+    assert lines[0].startswith("Epoch 1/3") and "\r" not in "".join(lines)
+
+
+def test_learning_rate_is_settable_and_used(backend):
+    model = nnx.Sequential([nnx.Input(1), nnx.Dense(1)])
+    model.compile(nnx.optimizers.SGD(0.1), "mse")
+    before = model.get_weights()
+    model.optimizer.learning_rate = 0.0
+    model.fit(np.ones((4, 1)), np.ones(4), epochs=1, verbose=0)
+    for a, b in zip(model.get_weights(), before):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_dropout_scales_kept_units_and_is_off_at_inference(backend):
+    layer = nnx.Dropout(0.5)
+    layer.build((1000,))
+    x = nnx.asarray(np.ones((4, 1000), dtype="float32"))
+    y = nnx.to_numpy(layer.forward(x, training=True))
+    kept = y != 0
+    assert set(np.unique(y)) <= {0.0, 2.0} and 0.4 < kept.mean() < 0.6
+    dx = nnx.to_numpy(layer.backward(nnx.asarray(np.ones((4, 1000), dtype="float32"))))
+    np.testing.assert_array_equal(dx != 0, kept)
+    np.testing.assert_array_equal(nnx.to_numpy(layer.forward(x)), np.ones((4, 1000)))
+
+
+def test_regularizer_adds_to_loss(backend):
+    model = nnx.Sequential([nnx.Input(1), nnx.Dense(1, use_bias=False, kernel_regularizer=nnx.regularizers.L2(0.5))])
+    model.set_weights([np.array([[2.0]])])
+    model.compile("sgd", "mse")
+    # mse of (2x - 0) at x = 1 is 4; penalty 0.5 * 2^2 = 2
+    assert model.evaluate(np.array([[1.0]]), np.array([0.0])) == pytest.approx(6.0)
+
+
+def test_train_on_batch(backend):
+    model = nnx.Sequential([nnx.Input(1), nnx.Dense(1, use_bias=False)])
+    model.set_weights([np.array([[1.0]])])
+    model.compile(nnx.optimizers.SGD(0.25), "mse")
+    loss = model.train_on_batch(np.array([[1.0]]), np.array([3.0]))
+    assert loss == pytest.approx(4.0)  # (1 - 3)^2
+    assert model.get_weights()[0][0, 0] == pytest.approx(1.0 + 0.25 * 2 * 2)
