@@ -5,6 +5,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import random as _random
 from ..backend import Backend
 from . import numpy_kernels
 
@@ -16,7 +17,6 @@ class NumpyBackend(Backend):
         import array_api_compat.numpy as xp
 
         super().__init__(xp, "cpu")
-        self._rng = np.random.default_rng()
         self.kernels = numpy_kernels.KERNELS
 
     def owns(self, a: Any) -> bool:
@@ -28,11 +28,9 @@ class NumpyBackend(Backend):
     def to_numpy(self, a: Any) -> np.ndarray:
         return np.asarray(a)
 
-    def seed(self, n: int) -> None:
-        self._rng = np.random.default_rng(n)
-
     def uniform(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
-        return self._rng.random(shape, dtype=np.dtype(dtype) if dtype != np.float16 else np.float32).astype(dtype, copy=False)
+        # the same host stream as the portable default, so numpy and strict runs match
+        return _random.device_rng().random(shape, dtype=np.float32).astype(dtype, copy=False)
 
 
 _instance: list[NumpyBackend] = []
@@ -41,10 +39,6 @@ _instance: list[NumpyBackend] = []
 def _shared() -> NumpyBackend:
     if not _instance:
         _instance.append(NumpyBackend())
-        from ..random import current_seed
-
-        if current_seed() is not None:
-            _instance[0].seed(current_seed())
     return _instance[0]
 
 

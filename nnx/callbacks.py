@@ -146,7 +146,7 @@ class EarlyStopping(_Monitor):
                 self.best_weights = self.model.get_weights()
             return
         self.wait += 1
-        if self.wait > self.patience:
+        if self.wait >= self.patience:  # as Keras: patience 0 and 1 both stop at the first miss
             self.stopped_epoch = epoch
             self.model.stop_training = True
 
@@ -156,7 +156,8 @@ class EarlyStopping(_Monitor):
 
 
 class ModelCheckpoint(_Monitor):
-    """Saves the model after each epoch (or only when ``monitor`` improves, with ``save_best_only``).
+    """Saves the model after each epoch (or only when ``monitor`` improves, with ``save_best_only``);
+    an epoch whose logs hold NaN or inf is never saved, so the last good checkpoint survives.
     ``filepath`` may hold ``{epoch}`` and log keys, e.g. ``"ckpt-{epoch:02d}.nnx"``; a path ending in
     ``.npz`` or ``.weights.npz`` saves weights only.
 
@@ -172,6 +173,12 @@ class ModelCheckpoint(_Monitor):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = dict(logs or {})
+        if not all(math.isfinite(float(v)) for v in logs.values()):
+            import warnings
+
+            warnings.warn(f"ModelCheckpoint: epoch {epoch + 1} has NaN or inf in its logs; "
+                          f"keeping the previous checkpoint.", stacklevel=2)
+            return
         if self.save_best_only:
             value = self._value(logs)
             if value is None or not math.isfinite(value) or not self._improved(value):

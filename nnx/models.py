@@ -205,7 +205,7 @@ class Sequential:
         n = int(x.shape[0])
         steps = math.ceil(n / batch_size)
         history = _callbacks.History()
-        cbs = _callbacks.CallbackList([history, *(callbacks or [])], self,
+        cbs = _callbacks.CallbackList([*(callbacks or []), history], self,
                                       {"epochs": epochs, "steps": steps, "verbose": verbose, "batch_size": batch_size})
         if self._shuffle_rng is None:
             self._shuffle_rng = _random.new_generator()
@@ -220,9 +220,9 @@ class Sequential:
             if val is not None and not self._stop_now:
                 val_logs = self._evaluate_arrays(*val, batch_size, backend)
                 logs.update({f"val_{k}": v for k, v in val_logs.items()})
+            cbs.call("on_epoch_end", epoch, logs)
             if verbose:
                 self._bar.update(self._bar_steps, lambda: {}, final=True, extra=logs)
-            cbs.call("on_epoch_end", epoch, logs)
             if self.stop_training:
                 break
         cbs.call("on_train_end", {})

@@ -47,10 +47,12 @@ def _read(path: str, expected: str) -> tuple[dict, dict[str, np.ndarray]]:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No such file: {path!r}.")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != b"PK\x03\x04":
+        raise ValueError(f"{path!r} is not an nnx file: it is not a zip archive of arrays (truncated or foreign).")
     try:
         with np.load(path, allow_pickle=False) as archive:
-            if not isinstance(archive, np.lib.npyio.NpzFile):
-                raise ValueError("a single array, not an nnx archive")
             arrays = {k: archive[k] for k in archive.files}
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError, UnicodeDecodeError) as e:
         raise ValueError(f"{path!r} is not a readable nnx file (truncated, corrupted or foreign): {e}") from None
