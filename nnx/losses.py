@@ -155,6 +155,14 @@ class SparseCategoricalCrossentropy(CategoricalCrossentropy):
     name = "sparse_categorical_crossentropy"
     sparse_labels = True
 
+    def forward(self, xp, y, p):
+        labels = y[:, None] if y.ndim == 1 else y
+        if self.from_logits:
+            picked = xp.take_along_axis(_log_softmax(xp, p), labels, axis=-1)
+        else:
+            picked = xp.log(xp.clip(xp.take_along_axis(p, labels, axis=-1), EPSILON, 1.0 - EPSILON))
+        return -xp.sum(picked) * (1.0 / p.shape[0])
+
     def _targets(self, xp, y, p):
         if y.ndim == 2:
             y = y[:, 0]

@@ -16,6 +16,10 @@ from . import progbar as _progbar
 from . import random as _random
 
 
+# datasets up to this size are re-ordered on the device once per epoch, larger ones batch by batch
+_EPOCH_GATHER_BYTES = 512 * 2**20
+
+
 class Sequential:
     """A linear stack of layers with Keras's ``compile`` / ``fit`` / ``evaluate`` / ``predict``.
 
@@ -232,33 +236,40 @@ class Sequential:
         xp = backend.xp
         n = int(x.shape[0])
         on_device = not _data.is_host(x)
+        order = order_dev = None
         if shuffle:
             order = self._shuffle_rng.permutation(n)
-            order_dev = backend.from_host(order) if on_device else None
+            if on_device:
+                order_dev = backend.from_host(order)
+                if _data.nbytes(x) + _data.nbytes(y) <= _EPOCH_GATHER_BYTES:
+                    # one gather per epoch; every batch is then a contiguous slice
+                    x, y = xp.take(x, order_dev, axis=0), xp.take(y, order_dev, axis=0)
+                    order = order_dev = None
         sums: dict[str, Any] = {"loss": 0.0, **{name: 0.0 for name in self._metric_names}}
+        metrics = [(m.name, m) for m in self.metrics]
         self._bar = _progbar.Progbar(steps, verbose)
+        live_bar = verbose == 1
         seen = 0
         for step in range(steps):
             start, stop = step * batch_size, min(n, (step + 1) * batch_size)
-            if shuffle:
-                xb = _data.take_rows(x, order[start:stop], order_dev[start:stop] if on_device else None, backend)
-                yb = _data.take_rows(y, order[start:stop], order_dev[start:stop] if on_device else None, backend)
+            if order is None:
+                xb, yb = x[start:stop, ...], y[start:stop, ...]
             else:
-                xb, yb = _data.slice_rows(x, start, stop), _data.slice_rows(y, start, stop)
+                xb = _data.take_rows(x, order[start:stop], None if order_dev is None else order_dev[start:stop], backend)
+                yb = _data.take_rows(y, order[start:stop], None if order_dev is None else order_dev[start:stop], backend)
             if not on_device:
                 xb, yb = backend.from_host(xb), backend.from_host(yb)
-            m = stop - start
             loss, p = self._train_step(xb, yb, backend)
-            sums["loss"] = sums["loss"] + loss * m
-            for metric in self.metrics:
-                sums[metric.name] = sums[metric.name] + metric.batch_total(xp, yb, p)
-            seen += m
+            sums["loss"] = sums["loss"] + loss * (stop - start)
+            for name, metric in metrics:
+                sums[name] = sums[name] + metric.batch_total(xp, yb, p)
+            seen = stop
             self._bar_steps = step + 1
             if cbs.wants_batches:
                 cbs.call("on_batch_end", step, _callbacks.BatchLogs(sums, seen))
                 if self._stop_now:
                     break
-            if verbose == 1:
+            if live_bar:
                 self._bar.update(step + 1, lambda: _callbacks.BatchLogs(sums, seen))
         return {k: float(v) / max(seen, 1) for k, v in sums.items()}
 

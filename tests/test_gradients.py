@@ -28,7 +28,7 @@ def test_activation_gradient(backend64, name):
 
     xd = on_device(x)
     y = act.forward(xp, xd)
-    dx = nnx.to_numpy(act.backward(xp, on_device(r), xd, y))
+    dx = nnx.to_numpy(act.backward(xp, on_device(r.copy()), xd, y))
     np.testing.assert_allclose(dx, numeric_grad(loss, x.copy()), rtol=1e-6, atol=1e-8)
 
 
@@ -108,7 +108,7 @@ def test_dense_gradient(backend64, activation):
         return float(np.sum(nnx.to_numpy(probe.forward(on_device(x_))) * r))
 
     layer.forward(on_device(x), training=True)
-    dx = nnx.to_numpy(layer.backward(on_device(r)))
+    dx = nnx.to_numpy(layer.backward(on_device(r.copy())))  # backward may overwrite dy
     d_kernel, d_bias = (nnx.to_numpy(g) for g in layer.grads)
     np.testing.assert_allclose(dx, numeric_grad(lambda v: loss_of(v, kernel, bias), x.copy()), rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(d_kernel, numeric_grad(lambda v: loss_of(x, v, bias), kernel.copy()), rtol=1e-6, atol=1e-8)

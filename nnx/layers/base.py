@@ -25,6 +25,7 @@ def unique_name(prefix: str) -> str:
 class Layer:
     """Base class: ``build`` creates weights, ``forward`` maps x -> y, ``backward`` maps dy -> dx
     and stores the weight gradients in ``self.grads`` (same order as ``self.weights``).
+    ``backward`` owns ``dy``: it may overwrite it (backends' in-place kernels do).
 
     >>> class Scale(nnx.layers.Layer):
     ...     def forward(self, x, training=False): return 2 * x

@@ -78,18 +78,20 @@ class Dense(Layer):
         return (*tuple(input_shape)[:-1], self.units)
 
     def forward(self, x, training=False):
-        xp = self.backend.xp
         z = x @ self.kernel
-        if self.use_bias:
-            z = _add_bias(self.backend, z, self.bias)
-        y = self.activation.forward(xp, z)
+        fused = self.backend.kernels.get("bias_activation")
+        y = fused(z, self.bias, self.activation.name) if fused is not None else None
+        if y is None:
+            if self.use_bias:
+                z = z + self.bias
+            y = self.activation.forward(self.backend.xp, z)
         if training:
             self._cache = (x, z if self.activation.saves == "x" else None, y)
         return y
 
     def backward(self, dy):
         x, z, y = self._cache
-        return self.backward_from_logits(self.activation.backward(self.backend.xp, dy, z, y))
+        return self.backward_from_logits(_activation_backward(self.backend, self.activation, dy, z, y))
 
     def backward_from_logits(self, dz: Any) -> Any:
         """Backward from the gradient of the pre-activation ``z = x @ kernel + bias``."""
@@ -127,9 +129,11 @@ class Dense(Layer):
         }
 
 
-def _add_bias(backend, z, b):
-    fused = backend.kernels.get("add_bias")
-    return fused(z, b) if fused is not None else z + b
+def _activation_backward(backend, activation, dy, x, y):
+    """The activation's backward, through the backend's in-place kernel when it has one."""
+    fused = backend.kernels.get("activation_backward")
+    dx = fused(activation.name, dy, x, y) if fused is not None else None
+    return activation.backward(backend.xp, dy, x, y) if dx is None else dx
 
 
 class Activation(Layer):
@@ -152,7 +156,7 @@ class Activation(Layer):
     def backward(self, dy):
         x, y = self._cache
         self._cache = ()
-        return self.activation.backward(self.backend.xp, dy, x, y)
+        return _activation_backward(self.backend, self.activation, dy, x, y)
 
     def backward_from_logits(self, dz):
         self._cache = ()

@@ -1,0 +1,215 @@
+"""Training speed of a 784-256-128-10 MLP (relu, softmax cross-entropy, plain SGD, float32) on 5,000
+MNIST-sized samples, in alternating rounds on one backend:
+
+  (a) nnx       ``model.fit``
+  (b) floor     the same forward and backward matrix products alone
+  (c) hand      a minimal hand-written training loop in the same array namespace
+  (d) torch     PyTorch eager on the matching device, when importable
+
+Prints the median time per variant, samples per second, and the ratios nnx/floor, nnx/hand and
+nnx/torch.
+
+    python benchmarks/mlp.py --backend numpy --batch-size 128
+    python benchmarks/mlp.py --quick            # a few-second smoke run (CI)
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import nnx  # noqa: E402
+
+SIZES = (784, 256, 128, 10)
+LR = 0.01
+
+
+def make_data(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Synthetic MNIST-shaped data: 10 noisy class prototypes in [0, 1]^784."""
+    rng = np.random.default_rng(seed)
+    prototypes = rng.random((10, SIZES[0]), dtype=np.float32)
+    y = rng.integers(0, 10, size=n)
+    x = np.clip(prototypes[y] + 0.3 * rng.standard_normal((n, SIZES[0]), dtype=np.float32), 0, 1)
+    return x.astype(np.float32), y
+
+
+def initial_weights(seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for n_in, n_out in zip(SIZES[:-1], SIZES[1:]):
+        limit = np.sqrt(6 / (n_in + n_out))
+        out += [rng.uniform(-limit, limit, (n_in, n_out)).astype(np.float32), np.zeros(n_out, np.float32)]
+    return out
+
+
+# -- (a) nnx ---------------------------------------------------------------------------------
+def run_nnx(x, y, batch_size, epochs, backend):
+    model = nnx.Sequential([nnx.Input((SIZES[0],)), nnx.Dense(SIZES[1], activation="relu"),
+                            nnx.Dense(SIZES[2], activation="relu"), nnx.Dense(SIZES[3], activation="softmax")])
+    model.compile(optimizer=nnx.optimizers.SGD(LR), loss="sparse_categorical_crossentropy")
+    model.set_weights(initial_weights())
+    xd, yd = nnx.asarray(x), nnx.asarray(y)
+    backend.synchronize()
+    start = time.perf_counter()
+    history = model.fit(xd, yd, epochs=epochs, batch_size=batch_size, verbose=0)
+    backend.synchronize()
+    return time.perf_counter() - start, history.history["loss"][-1]
+
+
+# -- (b) the matrix products alone -------------------------------------------------------------
+def run_floor(x, y, batch_size, epochs, backend):
+    xp, dev = backend.xp, backend.device
+    w = [nnx.asarray(a) for a in initial_weights()[::2]]
+    xd = nnx.asarray(x)
+    n = x.shape[0]
+    d3 = xp.ones((batch_size, SIZES[3]), dtype=xp.float32, device=dev)
+    d2 = xp.ones((batch_size, SIZES[2]), dtype=xp.float32, device=dev)
+    d1 = xp.ones((batch_size, SIZES[1]), dtype=xp.float32, device=dev)
+    backend.synchronize()
+    start = time.perf_counter()
+    for _ in range(epochs):
+        for i in range(0, n, batch_size):
+            xb = xd[i:i + batch_size, ...]
+            m = xb.shape[0]
+            h1 = xb @ w[0]
+            h2 = h1 @ w[1]
+            h2 @ w[2]
+            g3 = d3[:m, ...]
+            h2.T @ g3
+            g2 = g3 @ w[2].T
+            h1.T @ d2[:m, ...]
+            g1 = d2[:m, ...] @ w[1].T
+            xb.T @ d1[:m, ...]
+            del g1, g2
+    backend.synchronize()
+    return time.perf_counter() - start, float("nan")
+
+
+# -- (c) a minimal hand-written loop -----------------------------------------------------------
+def run_hand(x, y, batch_size, epochs, backend):
+    xp, dev = backend.xp, backend.device
+    params = [nnx.asarray(a) for a in initial_weights()]
+    xd, yd = nnx.asarray(x), nnx.asarray(y)
+    classes = xp.arange(10, device=dev)
+    n = x.shape[0]
+    rng = np.random.default_rng(0)
+    backend.synchronize()
+    start = time.perf_counter()
+    loss = 0.0
+    for _ in range(epochs):
+        order = nnx.asarray(rng.permutation(n))
+        for i in range(0, n, batch_size):
+            idx = order[i:i + batch_size]
+            xb, yb = xp.take(xd, idx, axis=0), xp.take(yd, idx, axis=0)
+            w1, b1, w2, b2, w3, b3 = params
+            h1 = xp.maximum(xb @ w1 + b1, 0.0)
+            h2 = xp.maximum(h1 @ w2 + b2, 0.0)
+            z = h2 @ w3 + b3
+            e = xp.exp(z - xp.max(z, axis=1, keepdims=True))
+            p = e / xp.sum(e, axis=1, keepdims=True)
+            t = xp.astype(yb[:, None] == classes, xp.float32)
+            loss = -xp.sum(t * xp.log(xp.clip(p, 1e-7, 1.0))) / xb.shape[0]
+            d3 = (p - t) / xb.shape[0]
+            d2 = xp.where(h2 > 0, d3 @ w3.T, 0.0)
+            d1 = xp.where(h1 > 0, d2 @ w2.T, 0.0)
+            grads = [xb.T @ d1, xp.sum(d1, axis=0), h1.T @ d2, xp.sum(d2, axis=0), h2.T @ d3, xp.sum(d3, axis=0)]
+            for w, g in zip(params, grads):
+                w -= LR * g
+    backend.synchronize()
+    return time.perf_counter() - start, float(loss)
+
+
+# -- (d) PyTorch -------------------------------------------------------------------------------
+def torch_runner(backend):
+    try:
+        import torch
+    except ImportError:
+        return None
+    device = "cuda" if backend.name == "cupy" else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        return None
+
+    def run(x, y, batch_size, epochs, backend):
+        model = torch.nn.Sequential(torch.nn.Linear(784, 256), torch.nn.ReLU(), torch.nn.Linear(256, 128),
+                                    torch.nn.ReLU(), torch.nn.Linear(128, 10)).to(device)
+        with torch.no_grad():
+            for layer, (k, b) in zip([model[0], model[2], model[4]], zip(*[iter(initial_weights())] * 2)):
+                layer.weight.copy_(torch.from_numpy(k.T.copy()))
+                layer.bias.copy_(torch.from_numpy(b))
+        opt = torch.optim.SGD(model.parameters(), lr=LR)
+        loss_fn = torch.nn.CrossEntropyLoss()
+        xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+        n = x.shape[0]
+        gen = torch.Generator().manual_seed(0)
+        sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+        sync()
+        start = time.perf_counter()
+        for _ in range(epochs):
+            order = torch.randperm(n, generator=gen).to(device)
+            for i in range(0, n, batch_size):
+                idx = order[i:i + batch_size]
+                opt.zero_grad(set_to_none=True)
+                loss = loss_fn(model(xt[idx]), yt[idx])
+                loss.backward()
+                opt.step()
+        sync()
+        return time.perf_counter() - start, float(loss)
+
+    run.label = f"torch {torch.__version__} ({device}, {torch.get_num_threads()} threads)"
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="nnx MLP training speed vs the matmul floor and PyTorch")
+    parser.add_argument("--backend", default="numpy", choices=["numpy", "cupy", "array_api_strict"])
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--samples", type=int, default=5000)
+    parser.add_argument("--quick", action="store_true", help="a smoke run of a few seconds, no timing claims")
+    args = parser.parse_args()
+    if args.quick:
+        args.samples, args.epochs, args.rounds = 512, 1, 1
+
+    backend = nnx.set_backend(args.backend)
+    nnx.seed(0)
+    x, y = make_data(args.samples)
+    variants = {"nnx": run_nnx, "floor": run_floor, "hand": run_hand}
+    torch_run = torch_runner(backend)
+    if torch_run is not None:
+        variants["torch"] = torch_run
+    for run in variants.values():  # warm-up: allocator, BLAS threads, kernel compilation
+        run(x[: 4 * args.batch_size], y[: 4 * args.batch_size], args.batch_size, 1, backend)
+
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    losses: dict[str, float] = {}
+    for _ in range(args.rounds):
+        for name, run in variants.items():
+            seconds, loss = run(x, y, args.batch_size, args.epochs, backend)
+            times[name].append(seconds)
+            losses[name] = loss
+
+    samples = args.samples * args.epochs
+    print(f"nnx MLP benchmark: {' -> '.join(map(str, SIZES))}, relu, softmax CE, SGD, float32")
+    print(f"backend {backend.describe()}; batch {args.batch_size}; {args.samples} samples x {args.epochs} epochs; "
+          f"{args.rounds} rounds (median); {platform.processor() or platform.machine()}, {os.cpu_count()} cpus")
+    if torch_run is not None:
+        print(f"reference: {torch_run.label}")
+    print(f"{'variant':<8}{'median s':>10}{'samples/s':>12}{'last loss':>11}")
+    medians = {k: statistics.median(v) for k, v in times.items()}
+    for name, t in medians.items():
+        print(f"{name:<8}{t:>10.4f}{samples / t:>12,.0f}{losses[name]:>11.4f}")
+    ratios = [f"nnx/floor {medians['nnx'] / medians['floor']:.3f}", f"nnx/hand {medians['nnx'] / medians['hand']:.3f}"]
+    if "torch" in medians:
+        ratios.append(f"nnx/torch {medians['nnx'] / medians['torch']:.3f}")
+    print("ratios: " + ", ".join(ratios))
+
+
+if __name__ == "__main__":
+    main()

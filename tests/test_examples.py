@@ -1,0 +1,48 @@
+"""The examples run and print what the README reports."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(script, *args, tmp_path):
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "examples", script), *args, "--out", str(tmp_path)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+@pytest.mark.parametrize("backend_name", ["numpy", "array_api_strict"])
+def test_seed_article(backend_name, tmp_path):
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "seed_article.py"), "--backend", backend_name],
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    a, b = map(float, re.search(r"-> \[([\d.]+), ([\d.]+)\]", out).groups())
+    assert abs(a - 7) < 0.1 and abs(b - 8) < 0.1
+
+
+def test_digits(tmp_path):
+    pytest.importorskip("sklearn", reason="scikit-learn (the examples extra) is not installed")
+    out = _run("digits.py", tmp_path=tmp_path)
+    assert float(re.search(r"test accuracy: ([\d.]+)", out).group(1)) >= 0.97
+    assert (tmp_path / "digits_history.png").exists() and (tmp_path / "digits_best.nnx").exists()
+
+
+def test_diabetes(tmp_path):
+    pytest.importorskip("sklearn", reason="scikit-learn (the examples extra) is not installed")
+    out = _run("diabetes.py", tmp_path=tmp_path)
+    mae, baseline = map(float, re.search(r"test MAE: ([\d.]+) \(linear baseline ([\d.]+)\)", out).groups())
+    assert mae < 1.05 * baseline
+    assert (tmp_path / "diabetes_history.png").exists()
+
+
+def test_breast_cancer(tmp_path):
+    pytest.importorskip("sklearn", reason="scikit-learn (the examples extra) is not installed")
+    out = _run("breast_cancer.py", tmp_path=tmp_path)
+    assert float(re.search(r"test accuracy: ([\d.]+)", out).group(1)) >= 0.94
+    assert (tmp_path / "breast_cancer_history.png").exists()
