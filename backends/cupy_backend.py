@@ -52,6 +52,9 @@ class CupyBackend(Backend):
     def synchronize(self) -> None:
         self._cupy.cuda.Device(self.device.id).synchronize()
 
+    def memory_in_use(self) -> int:
+        return int(self._cupy.get_default_memory_pool().used_bytes())
+
     def free_memory(self) -> None:
         self._cupy.get_default_memory_pool().free_all_blocks()
         self._cupy.get_default_pinned_memory_pool().free_all_blocks()
@@ -73,6 +76,9 @@ def unavailable_reason() -> str | None:
     return None
 
 
+_instances: dict[int, CupyBackend] = {}
+
+
 def create(device: Any = None) -> CupyBackend:
     reason = unavailable_reason()
     if reason:
@@ -83,7 +89,9 @@ def create(device: Any = None) -> CupyBackend:
     count = cupy.cuda.runtime.getDeviceCount()
     if not 0 <= device_id < count:
         raise RuntimeError(f"CUDA device {device_id} does not exist; this machine has {count}.")
-    return CupyBackend(device_id)
+    if device_id not in _instances:  # one per device, so its generator is not re-seeded
+        _instances[device_id] = CupyBackend(device_id)
+    return _instances[device_id]
 
 
 def owns(a: Any) -> bool:

@@ -84,6 +84,10 @@ class Backend:
     def synchronize(self) -> None:
         """Wait for queued device work (used only for timing)."""
 
+    def memory_in_use(self) -> int | None:
+        """Bytes of device memory this library holds, where it keeps count (None on the host)."""
+        return None
+
     def free_memory(self) -> None:
         """Return cached device memory to the system, where the library keeps a pool."""
 

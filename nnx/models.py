@@ -16,10 +16,6 @@ from . import progbar as _progbar
 from . import random as _random
 
 
-# datasets up to this size are re-ordered on the device once per epoch, larger ones batch by batch
-_EPOCH_GATHER_BYTES = 512 * 2**20
-
-
 class Sequential:
     """A linear stack of layers with Keras's ``compile`` / ``fit`` / ``evaluate`` / ``predict``.
 
@@ -240,11 +236,7 @@ class Sequential:
         if shuffle:
             order = self._shuffle_rng.permutation(n)
             if on_device:
-                order_dev = backend.from_host(order)
-                if _data.nbytes(x) + _data.nbytes(y) <= _EPOCH_GATHER_BYTES:
-                    # one gather per epoch; every batch is then a contiguous slice
-                    x, y = xp.take(x, order_dev, axis=0), xp.take(y, order_dev, axis=0)
-                    order = order_dev = None
+                order_dev = backend.from_host(order)  # one transfer per epoch; batches gather on the device
         sums: dict[str, Any] = {"loss": 0.0, **{name: 0.0 for name in self._metric_names}}
         metrics = [(m.name, m) for m in self.metrics]
         self._bar = _progbar.Progbar(steps, verbose)
