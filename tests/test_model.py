@@ -220,3 +220,38 @@ def test_train_on_batch(backend):
     loss = model.train_on_batch(np.array([[1.0]]), np.array([3.0]))
     assert loss == pytest.approx(4.0)  # (1 - 3)^2
     assert model.get_weights()[0][0, 0] == pytest.approx(1.0 + 0.25 * 2 * 2)
+
+
+@nnx.layers.register
+class Scale(nnx.layers.Layer):
+    """The README's example of a user layer."""
+
+    weight_names = ("alpha",)
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self.add_weight("alpha", (input_shape[-1],), "ones")
+
+    def forward(self, x, training=False):
+        if training:
+            self._x = x
+        return x * self.alpha
+
+    def backward(self, dy):
+        self.grads = [self.backend.xp.sum(dy * self._x, axis=0)]
+        return dy * self.alpha
+
+
+def test_user_layer_trains_saves_and_loads(backend, tmp_path):
+    x = np.array([[1.0, 2.0], [3.0, 4.0]], dtype="float32")
+    model = nnx.Sequential([nnx.Input(2), Scale(), nnx.Dense(1, use_bias=False)])
+    model.set_weights([np.ones(2), np.array([[1.0], [1.0]])])
+    model.compile(nnx.optimizers.SGD(0.01), "mse")
+    _, _, _, grads = model.compute_gradients(nnx.asarray(x), nnx.asarray(np.array([[2.0], [5.0]], dtype="float32")))
+    # p = x1 + x2 = [3, 7]; dL/dp = 2 (p - y) / 2 = [1, 2]; d alpha = sum(dp * x * w) = [1 + 6, 2 + 8]
+    assert_close(grads[0], [7.0, 10.0])
+    model.fit(x, np.array([2.0, 5.0]), epochs=2, verbose=0)
+    model.save(tmp_path / "m.nnx")
+    loaded = nnx.load_model(tmp_path / "m.nnx")
+    assert isinstance(loaded.layers[0], Scale)
+    assert_close(loaded.predict(x), model.predict(x))
