@@ -94,6 +94,12 @@ def create(device: Any = None) -> CupyBackend:
     return _instances[device_id]
 
 
+def reseed(n: int) -> None:
+    """Re-seed the device generator of every CuPy backend created so far."""
+    for backend in _instances.values():
+        backend.seed(n)
+
+
 def owns(a: Any) -> bool:
     return type(a).__module__.startswith("cupy")
 

@@ -19,7 +19,7 @@ def to_array(a: Any, backend: _backend.Backend, what: str) -> Any:
         raise ValueError(f"{what} is required; received None.")
     if backend.owns(a):
         return a if getattr(a, "device", backend.device) == backend.device else backend.xp.asarray(a, device=backend.device)
-    if isinstance(a, (list, tuple, int, float)) or isinstance(a, (np.ndarray, np.generic)):
+    if isinstance(a, (list, tuple, int, float, np.ndarray, np.generic)):
         host = np.asarray(a)
     else:
         host = _backend.to_numpy(a)  # an array of another backend: through the host

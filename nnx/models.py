@@ -132,6 +132,11 @@ class Sequential:
         return self.optimizer is not None and self.loss is not None
 
     # -- checks shared by fit / evaluate / predict ----------------------------------------
+    def _require_compiled(self, what: str) -> None:
+        if not self.compiled:
+            raise RuntimeError(f"The model must be compiled before {what}: call compile() first, "
+                               f"e.g. model.compile(optimizer='adam', loss='mse').")
+
     def _check_backend(self) -> _backend.Backend:
         current = _backend.get_backend()
         if self._backend is not None and self._backend != current:
@@ -175,8 +180,7 @@ class Sequential:
             verbose: int | str = "auto", callbacks: list[_callbacks.Callback] | None = None,
             initial_epoch: int = 0) -> _callbacks.History:
         """Train for ``epochs`` passes over (x, y) in shuffled mini-batches; returns a ``History``."""
-        if not self.compiled:
-            raise RuntimeError("The model must be compiled before training: call compile() first, e.g. model.compile(optimizer='adam', loss='mse').")
+        self._require_compiled("training")
         backend = self._check_backend()
         _check_positive_int(epochs, "epochs")
         _check_positive_int(batch_size, "batch_size")
@@ -302,8 +306,7 @@ class Sequential:
 
     def train_on_batch(self, x: Any, y: Any) -> float:
         """One optimizer step on one batch; returns its loss."""
-        if not self.compiled:
-            raise RuntimeError("The model must be compiled before training: call compile() first, e.g. model.compile(optimizer='adam', loss='mse').")
+        self._require_compiled("training")
         backend = self._check_backend()
         x, y = self._prepare(x, y, backend)
         if _data.is_host(x):
@@ -315,8 +318,7 @@ class Sequential:
     def evaluate(self, x: Any, y: Any, batch_size: int = 32, verbose: int | str = 0,
                  return_dict: bool = False) -> float | list[float] | dict[str, float]:
         """The loss (and metrics) over (x, y): a float, ``[loss, *metrics]``, or a dict."""
-        if not self.compiled:
-            raise RuntimeError("The model must be compiled before evaluation: call compile() first, e.g. model.compile(optimizer='adam', loss='mse').")
+        self._require_compiled("evaluation")
         backend = self._check_backend()
         _check_positive_int(batch_size, "batch_size")
         x, y = self._prepare(x, y, backend)

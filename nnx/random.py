@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import numpy as np  # host side: weight init and shuffle order
 
-from .backend import _state
-
 _streams: dict[str, np.random.Generator] = {}
 _seed: list[int | None] = [None]
 
@@ -25,8 +23,11 @@ def seed(n: int) -> None:
     _streams["init"] = np.random.default_rng(init)
     _streams["shuffle"] = np.random.default_rng(shuffle)
     _streams["device"] = np.random.default_rng(device)
-    if _state.current is not None:
-        _state.current.seed(int(n))
+    import sys
+
+    for module in ("nnx.backends.cupy_backend",):  # adapters with a device-side generator
+        if module in sys.modules:
+            sys.modules[module].reseed(int(n))
 
 
 def _stream(name: str) -> np.random.Generator:
