@@ -151,7 +151,7 @@ class EarlyStopping(_Monitor):
             self.model.stop_training = True
 
     def on_train_end(self, logs=None):
-        if self.restore_best_weights and self.best_weights is not None and self.stopped_epoch is not None:
+        if self.restore_best_weights and self.best_weights is not None:  # stopped early or not, as Keras 3
             self.model.set_weights(self.best_weights)
 
 

@@ -61,6 +61,20 @@ class Sequential:
             self._build_layer(layer, self.layers[-2].output_shape if len(self.layers) > 1 else self.input_shape)
             self._after_build()
 
+    def pop(self) -> _layers.Layer:
+        """Remove and return the last layer."""
+        if not self.layers:
+            raise ValueError("There are no layers to pop.")
+        layer = self.layers.pop()
+        self._after_build()
+        return layer
+
+    def get_layer(self, name: str) -> _layers.Layer:
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise ValueError(f"No layer named {name!r}; the layers are: {', '.join(l.name for l in self.layers)}.")
+
     def build(self, input_shape: tuple[int, ...]) -> None:
         """Create every layer's weights on the current backend, for samples of ``input_shape``."""
         self.input_shape = tuple(input_shape)

@@ -9,6 +9,8 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+pytestmark = pytest.mark.skipif(not os.path.isdir(os.path.join(ROOT, "examples")),
+                                reason="examples/ is not beside tests/ (the suite runs from a copy)")
 
 
 def _run(script, *args, tmp_path):
@@ -18,9 +20,10 @@ def _run(script, *args, tmp_path):
     return out.stdout
 
 
-@pytest.mark.parametrize("backend_name", ["numpy", "array_api_strict"])
-def test_seed_article(backend_name, tmp_path):
-    out = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "seed_article.py"), "--backend", backend_name],
+def test_seed_article(backend):
+    if backend.name == "array_api_strict" and "device1" not in str(backend.device):
+        pytest.skip("the script runs array_api_strict on its default device: one strict run is enough")
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "seed_article.py"), "--backend", backend.name],
                          capture_output=True, text=True, timeout=120, check=True).stdout
     a, b = map(float, re.search(r"-> \[([\d.]+), ([\d.]+)\]", out).groups())
     assert abs(a - 7) < 0.1 and abs(b - 8) < 0.1

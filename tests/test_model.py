@@ -255,3 +255,35 @@ def test_user_layer_trains_saves_and_loads(backend, tmp_path):
     loaded = nnx.load_model(tmp_path / "m.nnx")
     assert isinstance(loaded.layers[0], Scale)
     assert_close(loaded.predict(x), model.predict(x))
+
+
+def test_data_too_large_for_the_device_goes_batch_by_batch(backend, monkeypatch):
+    """When the dataset does not fit, fit moves each batch; the result is the same."""
+    x, y = _blobs(90)
+
+    def train():
+        nnx.seed(4)
+        model = _classifier()
+        history = model.fit(x, y, epochs=2, batch_size=16, validation_split=0.2, verbose=0)
+        return model.get_weights(), history.history
+
+    w_device, h_device = train()
+    moved = []
+    real_from_host = backend.from_host
+    monkeypatch.setattr(backend, "kernels", {**backend.kernels, "fits_in_memory": lambda nbytes: False})
+    monkeypatch.setattr(backend, "from_host", lambda a: moved.append(a.shape) or real_from_host(a))
+    w_host, h_host = train()
+    assert (16, 2) in moved  # batches crossed one at a time
+    for a, b in zip(w_device, w_host):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    assert h_device["loss"] == pytest.approx(h_host["loss"], rel=1e-6)
+
+
+def test_pop_and_get_layer(backend):
+    model = _classifier()
+    model.add(nnx.Dense(2, name="extra"))
+    assert model.get_layer("extra") is model.layers[-1]
+    model.pop()
+    assert model.layers[-1].units == 3 and model.output_shape == (3,)
+    with pytest.raises(ValueError, match="No layer named 'nope'"):
+        model.get_layer("nope")
