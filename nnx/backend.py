@@ -202,8 +202,10 @@ def asarray(x: Any, dtype: Any = None) -> Any:
     backend and device. Python floats become ``floatx()``; numpy arrays keep their dtype unless
     ``dtype`` is given (a name such as ``"float32"`` or a dtype of either library)."""
     backend = get_backend()
-    if backend.owns(x) and dtype is None:
-        return backend.xp.asarray(x, device=backend.device) if _device_of(x) != backend.device else x
+    if backend.owns(x):
+        if _device_of(x) != backend.device:
+            x = backend.xp.asarray(x, device=backend.device)
+        return x if dtype is None else backend.xp.astype(x, backend.dtype(_dtype_name(dtype)))
     host = to_numpy(x) if not isinstance(x, (list, tuple, int, float, bool)) else np.asarray(x)
     if dtype is not None:
         host = host.astype(np.dtype(_dtype_name(dtype)), copy=False)

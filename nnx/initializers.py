@@ -38,6 +38,10 @@ class Initializer:
 
 
 class Zeros(Initializer):
+    """All zeros.
+
+    >>> nnx.Dense(4, bias_initializer="zeros")
+    """
     name = "zeros"
 
     def __call__(self, shape, dtype="float32"):
@@ -45,6 +49,10 @@ class Zeros(Initializer):
 
 
 class Ones(Initializer):
+    """All ones.
+
+    >>> nnx.Dense(4, bias_initializer="ones")
+    """
     name = "ones"
 
     def __call__(self, shape, dtype="float32"):
@@ -52,6 +60,10 @@ class Ones(Initializer):
 
 
 class Constant(Initializer):
+    """Every entry ``value``.
+
+    >>> nnx.Dense(4, bias_initializer=nnx.initializers.Constant(0.1))
+    """
     name = "constant"
 
     def __init__(self, value: float = 0.0):
@@ -62,6 +74,10 @@ class Constant(Initializer):
 
 
 class RandomUniform(Initializer):
+    """Uniform on [minval, maxval).
+
+    >>> nnx.initializers.RandomUniform(-0.1, 0.1)
+    """
     name = "random_uniform"
 
     def __init__(self, minval: float = -0.05, maxval: float = 0.05):
@@ -72,6 +88,10 @@ class RandomUniform(Initializer):
 
 
 class RandomNormal(Initializer):
+    """Normal with ``mean`` and ``stddev``.
+
+    >>> nnx.initializers.RandomNormal(stddev=0.02)
+    """
     name = "random_normal"
 
     def __init__(self, mean: float = 0.0, stddev: float = 0.05):
@@ -93,6 +113,10 @@ def _truncated_normal(shape: tuple[int, ...], stddev: float, mean: float = 0.0) 
 
 
 class TruncatedNormal(RandomNormal):
+    """Normal, redrawn beyond two standard deviations.
+
+    >>> nnx.initializers.TruncatedNormal(stddev=0.02)
+    """
     name = "truncated_normal"
 
     def __call__(self, shape, dtype="float32"):
@@ -100,7 +124,10 @@ class TruncatedNormal(RandomNormal):
 
 
 class VarianceScaling(Initializer):
-    """Variance ``scale / fan`` with fan = fan_in, fan_out or their mean; uniform or truncated normal."""
+    """Variance ``scale / fan`` with fan = fan_in, fan_out or their mean; uniform or truncated normal.
+
+    >>> nnx.initializers.VarianceScaling(2.0, "fan_in", "truncated_normal")  # he_normal
+    """
 
     name = "variance_scaling"
 
@@ -132,7 +159,9 @@ def _preset(name: str, scale: float, mode: str, distribution: str) -> type[Varia
     def get_config(self):
         return name
 
-    return type(name, (VarianceScaling,), {"name": name, "__init__": __init__, "get_config": get_config})
+    doc = (f"{name}: variance {scale:g} / {mode}, {distribution.replace('_', ' ')}.\n\n"
+           f"    >>> nnx.Dense(8, kernel_initializer=\"{name}\")\n    ")
+    return type(name, (VarianceScaling,), {"name": name, "__init__": __init__, "get_config": get_config, "__doc__": doc})
 
 
 GlorotUniform = _preset("glorot_uniform", 1.0, "fan_avg", "uniform")

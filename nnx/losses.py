@@ -48,7 +48,10 @@ class Loss:
 
 
 class MeanSquaredError(Loss):
-    """mean((p - y)^2) over the batch and the output axis."""
+    """mean((p - y)^2) over the batch and the output axis.
+
+    >>> nnx.losses.MeanSquaredError()  # or loss="mse"
+    """
 
     name = "mean_squared_error"
 
@@ -61,7 +64,10 @@ class MeanSquaredError(Loss):
 
 
 class MeanAbsoluteError(Loss):
-    """mean(|p - y|) over the batch and the output axis."""
+    """mean(|p - y|) over the batch and the output axis.
+
+    >>> nnx.losses.MeanAbsoluteError()  # or loss="mae"
+    """
 
     name = "mean_absolute_error"
 
@@ -73,7 +79,10 @@ class MeanAbsoluteError(Loss):
 
 
 class Huber(Loss):
-    """0.5 r^2 where |r| <= delta, else delta (|r| - 0.5 delta); mean over all entries."""
+    """0.5 r^2 where |r| <= delta, else delta (|r| - 0.5 delta); mean over all entries.
+
+    >>> nnx.losses.Huber(delta=1.0)  # or loss="huber"
+    """
 
     name = "huber"
 

@@ -33,6 +33,10 @@ def _per_sample_mean(xp, v):
 
 
 class MeanAbsoluteError(Metric):
+    """Mean absolute error per sample, averaged over the epoch.
+
+    >>> model.compile("adam", "mse", metrics=["mae"])
+    """
     name = "mae"
 
     def batch_total(self, xp, y, p):
@@ -40,6 +44,10 @@ class MeanAbsoluteError(Metric):
 
 
 class MeanSquaredError(Metric):
+    """Mean squared error per sample, averaged over the epoch.
+
+    >>> model.compile("adam", "mae", metrics=["mse"])
+    """
     name = "mse"
 
     def batch_total(self, xp, y, p):
@@ -48,6 +56,10 @@ class MeanSquaredError(Metric):
 
 
 class BinaryAccuracy(Metric):
+    """Share of outputs on the right side of ``threshold``.
+
+    >>> nnx.metrics.BinaryAccuracy(threshold=0.5)
+    """
     name = "accuracy"
 
     def __init__(self, threshold: float = 0.5):
@@ -59,6 +71,10 @@ class BinaryAccuracy(Metric):
 
 
 class CategoricalAccuracy(Metric):
+    """Share of rows whose argmax matches the one-hot target's.
+
+    >>> nnx.metrics.CategoricalAccuracy()
+    """
     name = "accuracy"
 
     def batch_total(self, xp, y, p):
@@ -66,6 +82,10 @@ class CategoricalAccuracy(Metric):
 
 
 class SparseCategoricalAccuracy(Metric):
+    """Share of rows whose argmax equals the integer label.
+
+    >>> nnx.metrics.SparseCategoricalAccuracy()
+    """
     name = "accuracy"
 
     def batch_total(self, xp, y, p):

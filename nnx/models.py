@@ -234,21 +234,23 @@ class Sequential:
             cbs.call("on_epoch_begin", epoch, {})
             if verbose:
                 print(f"Epoch {epoch + 1}/{epochs}", end="\n" if verbose == 1 else " - ", flush=True)
-            logs = self._run_epoch(x, y, batch_size, shuffle, backend, cbs, verbose, steps)
+            bar = _progbar.Progbar(steps, verbose)
+            logs, steps_done = self._run_epoch(x, y, batch_size, shuffle, backend, cbs, bar)
             if val is not None and not self._stop_now:
                 val_logs = self._evaluate_arrays(*val, batch_size, backend)
                 logs.update({f"val_{k}": v for k, v in val_logs.items()})
             cbs.call("on_epoch_end", epoch, logs)
-            if verbose:
-                self._bar.update(self._bar_steps, lambda: {}, final=True, extra=logs)
+            bar.update(steps_done, final=True, extra=logs)
             if self.stop_training:
                 break
         cbs.call("on_train_end", {})
         return history
 
-    def _run_epoch(self, x, y, batch_size, shuffle, backend, cbs, verbose, steps) -> dict[str, float]:
+    def _run_epoch(self, x, y, batch_size, shuffle, backend, cbs, bar) -> tuple[dict[str, float], int]:
+        """One pass over the data; returns the epoch's mean loss and metrics, and the steps run."""
         xp = backend.xp
         n = int(x.shape[0])
+        steps = bar.target
         on_device = not _data.is_host(x)
         order = order_dev = None
         if shuffle:
@@ -257,9 +259,8 @@ class Sequential:
                 order_dev = backend.from_host(order)  # one transfer per epoch; batches gather on the device
         sums: dict[str, Any] = {"loss": 0.0, **{name: 0.0 for name in self._metric_names}}
         metrics = [(m.name, m) for m in self.metrics]
-        self._bar = _progbar.Progbar(steps, verbose)
-        live_bar = verbose == 1
-        seen = 0
+        live_bar = bar.verbose == 1
+        seen = done = 0
         for step in range(steps):
             start, stop = step * batch_size, min(n, (step + 1) * batch_size)
             if order is None:
@@ -273,15 +274,14 @@ class Sequential:
             sums["loss"] = sums["loss"] + loss * (stop - start)
             for name, metric in metrics:
                 sums[name] = sums[name] + metric.batch_total(xp, yb, p)
-            seen = stop
-            self._bar_steps = step + 1
+            seen, done = stop, step + 1
             if cbs.wants_batches:
                 cbs.call("on_batch_end", step, _callbacks.BatchLogs(sums, seen))
                 if self._stop_now:
                     break
             if live_bar:
-                self._bar.update(step + 1, lambda: _callbacks.BatchLogs(sums, seen))
-        return {k: float(v) / max(seen, 1) for k, v in sums.items()}
+                bar.update(done, lambda: _callbacks.BatchLogs(sums, seen))
+        return {k: float(v) / max(seen, 1) for k, v in sums.items()}, done
 
     def _forward(self, x: Any, training: bool) -> Any:
         for layer in self.layers:

@@ -34,6 +34,10 @@ class Regularizer:
 
 
 class L1(Regularizer):
+    """l1 * sum(|w|).
+
+    >>> nnx.Dense(8, kernel_regularizer=nnx.regularizers.L1(1e-4))
+    """
     def __init__(self, l1: float = 0.01):
         super().__init__(l1=l1)
 
@@ -42,6 +46,10 @@ class L1(Regularizer):
 
 
 class L2(Regularizer):
+    """l2 * sum(w^2).
+
+    >>> nnx.Dense(8, kernel_regularizer=nnx.regularizers.L2(1e-4))
+    """
     def __init__(self, l2: float = 0.01):
         super().__init__(l2=l2)
 
@@ -50,6 +58,10 @@ class L2(Regularizer):
 
 
 class L1L2(Regularizer):
+    """Both penalties.
+
+    >>> nnx.regularizers.L1L2(l1=1e-5, l2=1e-4)
+    """
     pass
 
 
