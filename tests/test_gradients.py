@@ -142,3 +142,23 @@ def test_three_layer_model_gradient(backend64, loss, last):
         expected = numeric_grad(value, w.copy())
         model.set_weights(weights)
         np.testing.assert_allclose(nnx.to_numpy(grads[i]), expected, rtol=1e-5, atol=1e-8)
+
+
+def test_dense_on_sequences_and_flatten_gradient(backend64):
+    """Dense on (batch, steps, features) acts on the last axis; Flatten reshapes; gradients match."""
+    model = nnx.Sequential([nnx.Input((3, 4)), nnx.Dense(5, activation="tanh"), nnx.Flatten(),
+                            nnx.Dense(2, activation="softmax")])
+    model.compile(optimizer="sgd", loss="categorical_crossentropy")
+    assert model.layers[0].output_shape == (3, 5) and model.layers[1].output_shape == (15,)
+    rng = np.random.default_rng(9)
+    xd, yd = on_device(rng.normal(size=(6, 3, 4))), on_device(np.eye(2)[rng.integers(0, 2, size=6)])
+    _, _, _, grads = model.compute_gradients(xd, yd)
+    weights = model.get_weights()
+    for i, w in enumerate(weights):
+        def value(v, i=i):
+            model.set_weights([*weights[:i], v, *weights[i + 1:]])
+            return float(model.compute_gradients(xd, yd)[0])
+
+        expected = numeric_grad(value, w.copy())
+        model.set_weights(weights)
+        np.testing.assert_allclose(nnx.to_numpy(grads[i]), expected, rtol=1e-5, atol=1e-8)
