@@ -101,12 +101,12 @@ class Dense(Layer):
             x2, dz2 = xp.reshape(x, (-1, x.shape[-1])), xp.reshape(dz, (-1, self.units))
         else:
             x2, dz2 = x, dz
-        d_kernel = xp.matrix_transpose(x2) @ dz2
+        d_kernel = x2.T @ dz2
         if self.kernel_regularizer is not None:
             d_kernel = d_kernel + self.kernel_regularizer.gradient(xp, self.kernel)
         self.grads = [d_kernel, xp.sum(dz2, axis=0)] if self.use_bias else [d_kernel]
         self._cache = ()
-        return dz @ xp.matrix_transpose(self.kernel) if self.needs_input_grad else None
+        return dz @ self.kernel.T if self.needs_input_grad else None
 
     def regularization_loss(self):
         if self.kernel_regularizer is None:
