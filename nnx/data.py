@@ -120,21 +120,6 @@ def take_rows(a: Any, idx_host: Any, idx_device: Any, backend: _backend.Backend)
     return backend.xp.take(a, idx_device, axis=0)
 
 
-def nbytes(a: Any) -> int:
-    n = 1
-    for d in a.shape:
-        n *= int(d)
-    return n * (a.dtype.itemsize if is_host(a) else _itemsize(a.dtype))
-
-
-def _itemsize(dtype: Any) -> int:
-    text = str(dtype)
-    for bits in ("64", "32", "16", "8"):
-        if bits in text:
-            return int(bits) // 8
-    return 1
-
-
 def fits_on_device(nbytes: int, backend: _backend.Backend) -> bool:
     probe = backend.kernels.get("fits_in_memory")
     return True if probe is None else bool(probe(nbytes))
