@@ -71,20 +71,21 @@ def activation_backward(name, dy, x, y):
     return dy
 
 
-def sgd_update(opt, w, g, state):
+def sgd_update(opt, w, g, state, grad_scale):
     k, t = _compiled(), w.dtype.type
+    lr = t(opt.learning_rate / grad_scale)
     if not opt.momentum:
-        k["sgd"](g, t(opt.learning_rate), w)
+        k["sgd"](g, lr, w)
     else:
-        k["sgd_momentum"](g, t(opt.learning_rate), t(opt.momentum), bool(opt.nesterov), w, state[0])
+        k["sgd_momentum"](g, lr, t(opt.momentum), bool(opt.nesterov), w, state[0])
 
 
-def adam_update(opt, w, g, state):
+def adam_update(opt, w, g, state, grad_scale):
     t = w.dtype.type
     _compiled()["adam"](g, t(opt.beta_1), t(opt.beta_2), t(opt.epsilon), t(opt.step_size()), w, state[0], state[1])
 
 
-def rmsprop_update(opt, w, g, state):
+def rmsprop_update(opt, w, g, state, grad_scale):
     t = w.dtype.type
     _compiled()["rmsprop"](g, t(opt.learning_rate), t(opt.rho), t(opt.epsilon), w, state[0])
 

@@ -59,16 +59,16 @@ def activation_backward(name: str, dy: np.ndarray, x: np.ndarray | None, y: np.n
     return None
 
 
-def sgd_update(opt, w: np.ndarray, g: np.ndarray, state: list) -> None:
-    lr = w.dtype.type(opt.learning_rate)
+def sgd_update(opt, w: np.ndarray, g: np.ndarray, state: list, grad_scale: float) -> None:
+    lr = opt.learning_rate / grad_scale
+    if lr != 1.0:
+        g *= w.dtype.type(lr)
     if not opt.momentum:
-        g *= lr
         w -= g
         return
     (v,) = state
     m = w.dtype.type(opt.momentum)
     v *= m
-    g *= lr
     v -= g
     if opt.nesterov:  # w += m v - lr g
         g *= -1
@@ -78,7 +78,7 @@ def sgd_update(opt, w: np.ndarray, g: np.ndarray, state: list) -> None:
         w += v
 
 
-def adam_update(opt, w: np.ndarray, g: np.ndarray, state: list) -> None:
+def adam_update(opt, w: np.ndarray, g: np.ndarray, state: list, grad_scale: float) -> None:
     m, v = state
     one = w.dtype.type
     m *= one(opt.beta_1)
@@ -94,7 +94,7 @@ def adam_update(opt, w: np.ndarray, g: np.ndarray, state: list) -> None:
     w -= g
 
 
-def rmsprop_update(opt, w: np.ndarray, g: np.ndarray, state: list) -> None:
+def rmsprop_update(opt, w: np.ndarray, g: np.ndarray, state: list, grad_scale: float) -> None:
     (v,) = state
     one = w.dtype.type
     v *= one(opt.rho)

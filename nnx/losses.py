@@ -1,7 +1,8 @@
 """Losses: a value ``forward(xp, y, p)`` (mean over the batch) and its gradient ``backward``.
 
 Cross-entropies paired with the matching output activation (softmax or sigmoid) skip that
-activation's backward: ``fused_backward`` returns the gradient of the logits, ``(p - y) / n``.
+activation's backward: ``fused_backward`` returns the gradient of the logits, ``(p - y) / n``
+(times ``scale``, a factor the optimizer folds in).
 """
 from __future__ import annotations
 
@@ -151,8 +152,8 @@ class CategoricalCrossentropy(_CrossEntropy):
             return (_softmax(xp, p) - t) * (1.0 / p.shape[0])
         return -t / xp.clip(p, EPSILON, 1.0 - EPSILON) * (1.0 / p.shape[0])
 
-    def fused_backward(self, xp, y, p):
-        return (p - self._targets(xp, y, p)) * (1.0 / p.shape[0])
+    def fused_backward(self, xp, y, p, scale=1.0):
+        return (p - self._targets(xp, y, p)) * (scale / p.shape[0])
 
 
 class SparseCategoricalCrossentropy(CategoricalCrossentropy):
@@ -200,8 +201,8 @@ class BinaryCrossentropy(_CrossEntropy):
         q = xp.clip(p, EPSILON, 1.0 - EPSILON)
         return (q - y) / (q * (1.0 - q)) * scale
 
-    def fused_backward(self, xp, y, p):
-        return (p - y) * (1.0 / _count(p.shape))
+    def fused_backward(self, xp, y, p, scale=1.0):
+        return (p - y) * (scale / _count(p.shape))
 
 
 _REGISTRY = {

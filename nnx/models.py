@@ -289,14 +289,17 @@ class Sequential:
         return x
 
     def _train_step(self, x: Any, y: Any, backend: _backend.Backend) -> tuple[Any, Any]:
-        loss, p, params, grads = self.compute_gradients(x, y, backend)
-        self.optimizer.apply(params, grads, backend)
+        scale = self.optimizer.gradient_scale()  # SGD: lr, folded into the loss gradient
+        loss, p, params, grads = self.compute_gradients(x, y, backend, grad_scale=scale)
+        self.optimizer.apply(params, grads, backend, grad_scale=scale)
         return loss, p
 
-    def compute_gradients(self, x: Any, y: Any, backend: _backend.Backend | None = None) -> tuple[Any, Any, list, list]:
+    def compute_gradients(self, x: Any, y: Any, backend: _backend.Backend | None = None,
+                          grad_scale: float = 1.0) -> tuple[Any, Any, list, list]:
         """Forward and backward on one batch of device arrays, without an update.
 
-        Returns (loss, predictions, trainable weights, their gradients)."""
+        Returns (loss, predictions, trainable weights, their gradients); the gradients are
+        multiplied by ``grad_scale``."""
         backend = backend or self._backend
         xp = backend.xp
         p = self._forward(x, training=True)
@@ -304,10 +307,12 @@ class Sequential:
         for layer in self.layers:
             loss = loss + layer.regularization_loss()
         if self._fused:
-            dy = self.layers[-1].backward_from_logits(self.loss.fused_backward(xp, y, p))
+            dy = self.layers[-1].backward_from_logits(self.loss.fused_backward(xp, y, p, grad_scale))
             rest = self.layers[:-1]
         else:
             dy = self.loss.backward(xp, y, p)
+            if grad_scale != 1.0:
+                dy = dy * grad_scale
             rest = self.layers
         for layer in reversed(rest):
             dy = layer.backward(dy)
@@ -315,7 +320,11 @@ class Sequential:
         for layer in self.layers:
             if layer.trainable and layer.weights:
                 params.extend(layer.weights)
-                grads.extend(layer.grads)
+                penalty = layer.regularization_gradients()
+                if penalty is None:
+                    grads.extend(layer.grads)
+                else:
+                    grads.extend(g if r is None else g + grad_scale * r for g, r in zip(layer.grads, penalty))
         return loss, p, params, grads
 
     def train_on_batch(self, x: Any, y: Any) -> float:

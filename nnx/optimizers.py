@@ -18,6 +18,7 @@ class Optimizer:
 
     name = ""
     slots: tuple[str, ...] = ()  # names of the per-parameter state arrays
+    linear_in_gradient = False  # True: the update takes gradients at any scale (``apply``'s grad_scale)
 
     def __init__(self, learning_rate: float = 0.01):
         self.learning_rate = learning_rate
@@ -41,19 +42,31 @@ class Optimizer:
         self._state = [[xp.zeros(w.shape, dtype=w.dtype, device=backend.device) for _ in self.slots] for w in params]
         self._kernel = backend.kernels.get(f"{self.name}_update")
 
-    def apply(self, params: list[Any], grads: list[Any], backend: Any) -> None:
-        """One step: update every parameter in place from its gradient."""
+    def gradient_scale(self) -> float:
+        """A factor the model may fold into the loss gradient, so that gradients arrive already
+        multiplied by it (``apply(..., grad_scale=...)``); 1.0 when folding gains nothing."""
+        return 1.0
+
+    def apply(self, params: list[Any], grads: list[Any], backend: Any, grad_scale: float = 1.0) -> None:
+        """One step: update every parameter in place from its gradient.
+
+        ``grad_scale``: the gradients arrive multiplied by this factor (see ``gradient_scale``).
+        The gradient arrays are consumed: the update may overwrite them."""
         if len(self._state) != len(params):
             self.build(params, backend)
         self.iterations += 1
         xp = backend.xp
+        if grad_scale != 1.0 and not self.linear_in_gradient:
+            grads = [g * (1.0 / grad_scale) for g in grads]
+            grad_scale = 1.0
         for w, g, state in zip(params, grads, self._state):
             if self._kernel is not None:
-                self._kernel(self, w, g, state)
+                self._kernel(self, w, g, state, grad_scale)
             else:
-                self.update(xp, w, g, state)
+                self.update(xp, w, g, state, grad_scale)
 
-    def update(self, xp: Any, w: Any, g: Any, state: list[Any]) -> None:
+    def update(self, xp: Any, w: Any, g: Any, state: list[Any], grad_scale: float = 1.0) -> None:
+        """Update ``w`` in place from ``g`` (which holds ``grad_scale`` times the gradient)."""
         raise NotImplementedError
 
     # -- config and state ------------------------------------------------------------------
@@ -102,6 +115,7 @@ class SGD(Optimizer):
     """
 
     name = "sgd"
+    linear_in_gradient = True
 
     def __init__(self, learning_rate: float = 0.01, momentum: float = 0.0, nesterov: bool = False):
         super().__init__(learning_rate)
@@ -111,16 +125,21 @@ class SGD(Optimizer):
         self.nesterov = bool(nesterov)
         self.slots = ("momentum",) if self.momentum else ()
 
-    def update(self, xp, w, g, state):
-        lr = self.learning_rate
+    def gradient_scale(self) -> float:
+        # every SGD update is linear in lr * g: gradients that arrive scaled by lr save a pass
+        return self.learning_rate if self.learning_rate > 0 else 1.0
+
+    def update(self, xp, w, g, state, grad_scale=1.0):
+        lr = self.learning_rate / grad_scale
+        step = g if lr == 1.0 else lr * g
         if not self.momentum:
-            w -= lr * g
+            w -= step
             return
         (v,) = state
         v *= self.momentum
-        v -= lr * g
+        v -= step
         if self.nesterov:
-            w += self.momentum * v - lr * g
+            w += self.momentum * v - step
         else:
             w += v
 
@@ -145,7 +164,7 @@ class Adam(Optimizer):
         t = self.iterations
         return self.learning_rate * math.sqrt(1.0 - self.beta_2**t) / (1.0 - self.beta_1**t)
 
-    def update(self, xp, w, g, state):
+    def update(self, xp, w, g, state, grad_scale=1.0):
         m, v = state
         m += (1.0 - self.beta_1) * (g - m)
         v += (1.0 - self.beta_2) * (g * g - v)
@@ -168,7 +187,7 @@ class RMSprop(Optimizer):
         super().__init__(learning_rate)
         self.rho, self.epsilon = float(rho), float(epsilon)
 
-    def update(self, xp, w, g, state):
+    def update(self, xp, w, g, state, grad_scale=1.0):
         (v,) = state
         v *= self.rho
         v += (1.0 - self.rho) * (g * g)

@@ -89,3 +89,21 @@ def test_compile_turns_name_into_instance(backend):
     model.compile(optimizer="adam", loss="mse")
     assert isinstance(model.optimizer, nnx.optimizers.Adam)
     assert model.optimizer.learning_rate == 0.001
+
+
+@pytest.mark.parametrize("make", [
+    lambda: nnx.optimizers.SGD(0.1), lambda: nnx.optimizers.SGD(0.1, momentum=0.9),
+    lambda: nnx.optimizers.SGD(0.1, momentum=0.9, nesterov=True), lambda: nnx.optimizers.Adam(0.1),
+    lambda: nnx.optimizers.RMSprop(0.01)], ids=["sgd", "momentum", "nesterov", "adam", "rmsprop"])
+def test_prescaled_gradients_give_the_same_steps(backend, make):
+    """apply(s * g, grad_scale=s) is apply(g): SGD takes lr-scaled gradients as they are, the
+    others divide the scale back out."""
+    grads = [[0.5, -1.0], [0.25, 2.0], [-0.75, 0.1]]
+    plain, folded = make(), make()
+    scale = folded.gradient_scale() if folded.linear_in_gradient else 4.0
+    w_plain = _steps(backend, plain, [1.0, -2.0], grads)
+    w = nnx.asarray(np.asarray([1.0, -2.0], dtype="float32"))
+    for g, expected in zip(grads, w_plain):
+        folded.apply([w], [nnx.asarray(np.asarray(g, dtype="float32") * np.float32(scale))], backend, grad_scale=scale)
+        np.testing.assert_allclose(nnx.to_numpy(w), expected, rtol=1e-6, atol=1e-7)
+    assert nnx.optimizers.SGD(0.1).gradient_scale() == 0.1 and nnx.optimizers.Adam().gradient_scale() == 1.0

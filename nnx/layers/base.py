@@ -25,7 +25,8 @@ def unique_name(prefix: str) -> str:
 class Layer:
     """Base class: ``build`` creates weights, ``forward`` maps x -> y, ``backward`` maps dy -> dx
     and stores the weight gradients in ``self.grads`` (same order as ``self.weights``).
-    ``backward`` owns ``dy``: it may overwrite it (backends' in-place kernels do).
+    ``backward`` is linear in ``dy`` (penalties go through ``regularization_gradients``), and it
+    owns ``dy``: it may overwrite it (backends' in-place kernels do).
 
     >>> class Scale(nnx.layers.Layer):
     ...     def forward(self, x, training=False): return 2 * x
@@ -130,6 +131,10 @@ class Layer:
     def regularization_loss(self) -> Any:
         """The penalty this layer adds to the loss (0.0 when it has none)."""
         return 0.0
+
+    def regularization_gradients(self) -> list[Any] | None:
+        """The penalty's gradient for each of ``weights`` (None where it has none), or None."""
+        return None
 
     def to_backend(self, backend: _backend.Backend) -> None:
         """Move the weights (through the host) onto ``backend``."""

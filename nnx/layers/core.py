@@ -102,8 +102,6 @@ class Dense(Layer):
         else:
             x2, dz2 = x, dz
         d_kernel = x2.T @ dz2
-        if self.kernel_regularizer is not None:
-            d_kernel = d_kernel + self.kernel_regularizer.gradient(xp, self.kernel)
         self.grads = [d_kernel, xp.sum(dz2, axis=0)] if self.use_bias else [d_kernel]
         self._cache = ()
         return dz @ self.kernel.T if self.needs_input_grad else None
@@ -112,6 +110,11 @@ class Dense(Layer):
         if self.kernel_regularizer is None:
             return 0.0
         return self.kernel_regularizer(self.backend.xp, self.kernel)
+
+    def regularization_gradients(self):
+        if self.kernel_regularizer is None:
+            return None
+        return [self.kernel_regularizer.gradient(self.backend.xp, self.kernel)] + [None] * self.use_bias
 
     def clear_cache(self):
         self._cache = ()
