@@ -71,6 +71,20 @@ def activation_backward(name, dy, x, y):
     return dy
 
 
+def sparse_crossentropy(p, labels, scale, eps):
+    """Softmax outputs p and integer labels -> (mean cross-entropy, scale * (p - onehot) / n),
+    as the NumPy kernel computes it; the loss stays on the device."""
+    import cupy as cp
+
+    n = p.shape[0]
+    rows = cp.arange(n)
+    picked = cp.log(cp.clip(p[rows, labels], eps, 1.0 - eps))
+    c = p.dtype.type(scale / n)
+    dz = p * c
+    dz[rows, labels] -= c
+    return picked.sum() * p.dtype.type(-1.0 / n), dz
+
+
 def sgd_update(opt, w, g, state, grad_scale):
     k, t = _compiled(), w.dtype.type
     lr = t(opt.learning_rate / grad_scale)
@@ -103,6 +117,7 @@ def kernels() -> dict:
     return {
         "bias_activation": bias_activation,
         "activation_backward": activation_backward,
+        "sparse_crossentropy": sparse_crossentropy,
         "sgd_update": sgd_update,
         "adam_update": adam_update,
         "rmsprop_update": rmsprop_update,

@@ -59,6 +59,20 @@ def activation_backward(name: str, dy: np.ndarray, x: np.ndarray | None, y: np.n
     return None
 
 
+def sparse_crossentropy(p: np.ndarray, labels: np.ndarray, scale: float, eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """Softmax outputs p and integer labels -> (mean cross-entropy, scale * (p - onehot) / n)."""
+    n = p.shape[0]
+    rows = np.arange(n)
+    picked = p[rows, labels]
+    np.clip(picked, eps, 1.0 - eps, out=picked)
+    np.log(picked, out=picked)
+    loss = picked.sum() * p.dtype.type(-1.0 / n)
+    c = p.dtype.type(scale / n)
+    dz = p * c
+    dz[rows, labels] -= c
+    return loss, dz
+
+
 def sgd_update(opt, w: np.ndarray, g: np.ndarray, state: list, grad_scale: float) -> None:
     lr = opt.learning_rate / grad_scale
     if lr != 1.0:
@@ -107,6 +121,7 @@ def rmsprop_update(opt, w: np.ndarray, g: np.ndarray, state: list, grad_scale: f
 KERNELS = {
     "bias_activation": bias_activation,
     "activation_backward": activation_backward,
+    "sparse_crossentropy": sparse_crossentropy,
     "sgd_update": sgd_update,
     "adam_update": adam_update,
     "rmsprop_update": rmsprop_update,

@@ -40,9 +40,14 @@ class Loss:
     def backward(self, xp: Any, y: Any, p: Any) -> Any:
         raise NotImplementedError
 
-    def fused_backward(self, xp: Any, y: Any, p: Any) -> Any:
-        """Gradient w.r.t. the logits when the output activation is ``fuses_with``."""
+    def fused_backward(self, xp: Any, y: Any, p: Any, scale: float = 1.0) -> Any:
+        """Gradient w.r.t. the logits (times ``scale``) when the output activation is ``fuses_with``."""
         raise NotImplementedError
+
+    def fused_value_and_gradient(self, backend: Any, y: Any, p: Any, scale: float = 1.0) -> tuple[Any, Any]:
+        """(loss, ``fused_backward``) in one call, so a backend kernel can do both in one pass."""
+        xp = backend.xp
+        return self.forward(xp, y, p), self.fused_backward(xp, y, p, scale)
 
     def get_config(self) -> dict:
         return {"class_name": type(self).__name__, "config": {}}
@@ -113,6 +118,10 @@ class _CrossEntropy(Loss):
         return {"class_name": type(self).__name__, "config": {"from_logits": self.from_logits}}
 
 
+def _clip_probabilities(xp, p):
+    return xp.minimum(xp.maximum(p, EPSILON), 1.0 - EPSILON)
+
+
 def _log_softmax(xp, z):
     s = z - xp.max(z, axis=-1, keepdims=True)
     return s - xp.log(xp.sum(xp.exp(s), axis=-1, keepdims=True))
@@ -143,14 +152,14 @@ class CategoricalCrossentropy(_CrossEntropy):
 
     def forward(self, xp, y, p):
         t = self._targets(xp, y, p)
-        logp = _log_softmax(xp, p) if self.from_logits else xp.log(xp.clip(p, EPSILON, 1.0 - EPSILON))
+        logp = _log_softmax(xp, p) if self.from_logits else xp.log(_clip_probabilities(xp, p))
         return -xp.sum(t * logp) * (1.0 / p.shape[0])
 
     def backward(self, xp, y, p):
         t = self._targets(xp, y, p)
         if self.from_logits:
             return (_softmax(xp, p) - t) * (1.0 / p.shape[0])
-        return -t / xp.clip(p, EPSILON, 1.0 - EPSILON) * (1.0 / p.shape[0])
+        return -t / _clip_probabilities(xp, p) * (1.0 / p.shape[0])
 
     def fused_backward(self, xp, y, p, scale=1.0):
         return (p - self._targets(xp, y, p)) * (scale / p.shape[0])
@@ -170,13 +179,19 @@ class SparseCategoricalCrossentropy(CategoricalCrossentropy):
         if self.from_logits:
             picked = xp.take_along_axis(_log_softmax(xp, p), labels, axis=-1)
         else:
-            picked = xp.log(xp.clip(xp.take_along_axis(p, labels, axis=-1), EPSILON, 1.0 - EPSILON))
+            picked = xp.log(_clip_probabilities(xp, xp.take_along_axis(p, labels, axis=-1)))
         return -xp.sum(picked) * (1.0 / p.shape[0])
 
     def _targets(self, xp, y, p):
         if y.ndim == 2:
             y = y[:, 0]
         return one_hot(xp, y, p.shape[-1], p.dtype)
+
+    def fused_value_and_gradient(self, backend, y, p, scale=1.0):
+        kernel = None if self.from_logits else backend.kernels.get("sparse_crossentropy")
+        if kernel is None:
+            return super().fused_value_and_gradient(backend, y, p, scale)
+        return kernel(p, y[:, 0] if y.ndim == 2 else y, scale, EPSILON)
 
 
 class BinaryCrossentropy(_CrossEntropy):
@@ -191,14 +206,14 @@ class BinaryCrossentropy(_CrossEntropy):
     def forward(self, xp, y, p):
         if self.from_logits:  # max(z, 0) - z y + log(1 + e^-|z|)
             return xp.mean(xp.maximum(p, 0.0) - p * y + xp.log1p(xp.exp(-xp.abs(p))))
-        q = xp.clip(p, EPSILON, 1.0 - EPSILON)
+        q = _clip_probabilities(xp, p)
         return -xp.mean(y * xp.log(q) + (1.0 - y) * xp.log(1.0 - q))
 
     def backward(self, xp, y, p):
         scale = 1.0 / _count(p.shape)
         if self.from_logits:
             return (0.5 * xp.tanh(0.5 * p) + 0.5 - y) * scale
-        q = xp.clip(p, EPSILON, 1.0 - EPSILON)
+        q = _clip_probabilities(xp, p)
         return (q - y) / (q * (1.0 - q)) * scale
 
     def fused_backward(self, xp, y, p, scale=1.0):

@@ -303,11 +303,16 @@ class Sequential:
         backend = backend or self._backend
         xp = backend.xp
         p = self._forward(x, training=True)
-        loss = self.loss.forward(xp, y, p)
-        for layer in self.layers:
-            loss = loss + layer.regularization_loss()
         if self._fused:
-            dy = self.layers[-1].backward_from_logits(self.loss.fused_backward(xp, y, p, grad_scale))
+            loss, dz = self.loss.fused_value_and_gradient(backend, y, p, grad_scale)
+        else:
+            loss = self.loss.forward(xp, y, p)
+        for layer in self.layers:
+            penalty = layer.regularization_loss()
+            if not (isinstance(penalty, float) and penalty == 0.0):
+                loss = loss + penalty
+        if self._fused:
+            dy = self.layers[-1].backward_from_logits(dz)
             rest = self.layers[:-1]
         else:
             dy = self.loss.backward(xp, y, p)

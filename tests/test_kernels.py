@@ -84,3 +84,26 @@ def test_training_with_and_without_kernels(fused, monkeypatch):
     np.testing.assert_allclose(loss_fused, loss_portable, rtol=1e-5)
     for a, b in zip(w_fused, w_portable):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("label_shape", ["flat", "column"])
+def test_sparse_crossentropy(fused, label_shape):
+    """The one-pass loss-and-gradient kernel against the portable forward and fused_backward,
+    with probabilities at the clip limits (0 and 1) among the picked ones."""
+    xp = fused.xp
+    p = np.random.default_rng(4).dirichlet(np.ones(5), size=12).astype("float32")
+    labels = np.random.default_rng(5).integers(0, 5, size=12)
+    p[0] = 0.0
+    p[0, 1] = 1.0
+    labels[0], labels[1] = 3, int(np.argmax(p[1]))  # a zero and a large picked probability
+    y = labels if label_shape == "flat" else labels[:, None]
+    loss = nnx.losses.SparseCategoricalCrossentropy()
+    pd, yd = nnx.asarray(p), nnx.asarray(y)
+    expected = loss.forward(xp, yd, pd), loss.fused_backward(xp, yd, pd, 0.1)
+    result = loss.fused_value_and_gradient(fused, yd, pd, 0.1)
+    assert fused.kernels.get("sparse_crossentropy") is not None
+    np.testing.assert_allclose(float(result[0]), float(expected[0]), rtol=1e-6)
+    np.testing.assert_allclose(nnx.to_numpy(result[1]), nnx.to_numpy(expected[1]), rtol=1e-6, atol=1e-9)
+    np.testing.assert_array_equal(nnx.to_numpy(pd), p)  # the predictions are left as they were
+    # hand check of one row: -log(p[label]) / n, and (p - onehot) * 0.1 / n
+    assert float(result[0]) * 12 == pytest.approx(-np.log(np.clip(p[np.arange(12), labels], 1e-7, 1 - 1e-7)).sum(), rel=1e-5)
