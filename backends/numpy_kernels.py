@@ -61,16 +61,17 @@ def activation_backward(name: str, dy: np.ndarray, x: np.ndarray | None, y: np.n
 
 def sparse_crossentropy(p: np.ndarray, labels: np.ndarray, scale: float, eps: float) -> tuple[np.ndarray, np.ndarray]:
     """Softmax outputs p and integer labels -> (mean cross-entropy, scale * (p - onehot) / n)."""
-    n = p.shape[0]
-    rows = np.arange(n)
-    picked = p[rows, labels]
-    np.clip(picked, eps, 1.0 - eps, out=picked)
+    n, k = p.shape
+    flat = np.arange(0, n * k, k)
+    flat += labels  # index of each row's label in p.ravel()
+    picked = p.ravel().take(flat)
+    np.maximum(picked, eps, out=picked)
+    np.minimum(picked, 1.0 - eps, out=picked)
     np.log(picked, out=picked)
-    loss = picked.sum() * p.dtype.type(-1.0 / n)
     c = p.dtype.type(scale / n)
     dz = p * c
-    dz[rows, labels] -= c
-    return loss, dz
+    dz.ravel()[flat] -= c
+    return picked.sum() * p.dtype.type(-1.0 / n), dz
 
 
 def sgd_update(opt, w: np.ndarray, g: np.ndarray, state: list, grad_scale: float) -> None:
