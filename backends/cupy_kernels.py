@@ -71,6 +71,11 @@ def activation_backward(name, dy, x, y):
     return dy
 
 
+def sum_rows(a):
+    """a.sum(axis=0) of a 2-D array in one CuPy reduction, without the namespace wrapper."""
+    return a.sum(axis=0)
+
+
 def sparse_crossentropy(p, labels, scale, eps):
     """Softmax outputs p and integer labels -> (mean cross-entropy, scale * (p - onehot) / n),
     as the NumPy kernel computes it; the loss stays on the device."""
@@ -118,6 +123,7 @@ def kernels() -> dict:
         "bias_activation": bias_activation,
         "activation_backward": activation_backward,
         "sparse_crossentropy": sparse_crossentropy,
+        "sum_rows": sum_rows,
         "sgd_update": sgd_update,
         "adam_update": adam_update,
         "rmsprop_update": rmsprop_update,

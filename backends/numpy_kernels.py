@@ -59,6 +59,11 @@ def activation_backward(name: str, dy: np.ndarray, x: np.ndarray | None, y: np.n
     return None
 
 
+def sum_rows(a: np.ndarray) -> np.ndarray:
+    """a.sum(axis=0) of a 2-D array, straight to the ufunc (the bias gradient, once per layer and step)."""
+    return np.add.reduce(a, axis=0)
+
+
 def sparse_crossentropy(p: np.ndarray, labels: np.ndarray, scale: float, eps: float) -> tuple[np.ndarray, np.ndarray]:
     """Softmax outputs p and integer labels -> (mean cross-entropy, scale * (p - onehot) / n)."""
     n, k = p.shape
@@ -123,6 +128,7 @@ KERNELS = {
     "bias_activation": bias_activation,
     "activation_backward": activation_backward,
     "sparse_crossentropy": sparse_crossentropy,
+    "sum_rows": sum_rows,
     "sgd_update": sgd_update,
     "adam_update": adam_update,
     "rmsprop_update": rmsprop_update,

@@ -107,3 +107,10 @@ def test_sparse_crossentropy(fused, label_shape):
     np.testing.assert_array_equal(nnx.to_numpy(pd), p)  # the predictions are left as they were
     # hand check of one row: -log(p[label]) / n, and (p - onehot) * 0.1 / n
     assert float(result[0]) * 12 == pytest.approx(-np.log(np.clip(p[np.arange(12), labels], 1e-7, 1 - 1e-7)).sum(), rel=1e-5)
+
+
+def test_sum_rows(fused):
+    a = _arrays((64, 7), 6)
+    expected = nnx.to_numpy(fused.xp.sum(nnx.asarray(a), axis=0))
+    np.testing.assert_allclose(nnx.to_numpy(fused.kernels["sum_rows"](nnx.asarray(a))), expected, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(expected, a.astype(np.float64).sum(axis=0), rtol=1e-5, atol=1e-5)

@@ -102,7 +102,11 @@ class Dense(Layer):
         else:
             x2, dz2 = x, dz
         d_kernel = x2.T @ dz2
-        self.grads = [d_kernel, xp.sum(dz2, axis=0)] if self.use_bias else [d_kernel]
+        if self.use_bias:
+            sum_rows = self.backend.kernels.get("sum_rows")
+            self.grads = [d_kernel, sum_rows(dz2) if sum_rows is not None else xp.sum(dz2, axis=0)]
+        else:
+            self.grads = [d_kernel]
         self._cache = ()
         return dz @ self.kernel.T if self.needs_input_grad else None
 
