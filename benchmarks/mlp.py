@@ -248,9 +248,12 @@ def main() -> None:
 
     times: dict[str, list[float]] = {k: [] for k in variants}
     losses: dict[str, float] = {}
-    for _ in range(args.rounds):
-        for name, run in variants.items():
-            seconds, loss = run(x, y, args.batch_size, args.epochs, backend)
+    names = list(variants)
+    for r in range(args.rounds):
+        # rotate the order each round: no variant always runs right after another one's
+        # thread pools (OpenBLAS, PyTorch's OpenMP) have been spinning
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            seconds, loss = variants[name](x, y, args.batch_size, args.epochs, backend)
             times[name].append(seconds)
             losses[name] = loss
 
