@@ -1,6 +1,7 @@
 """Where a training step's time goes: nnx's ``fit`` against the tuned NumPy loop of ``mlp.py``,
-phase by phase (gather the batch, forward, loss, backward, update, the rest), and the matrix
-products alone (the floor), in alternating rounds in one process.
+phase by phase (gather the batch, forward, loss, backward, update, the rest), the matrix
+products alone (the floor), and the floor plus the one weight write training cannot skip, in
+alternating rounds in one process.
 
     python benchmarks/profile_step.py --batch-size 128 --rounds 5
 
@@ -88,6 +89,7 @@ def main() -> None:
     profile_tuned(x[warm], y[warm], args.batch_size, 1, backend, collections.defaultdict(float))
     for _ in range(args.rounds):
         totals["floor"] += mlp.run_floor(x, y, args.batch_size, args.epochs, backend)[0]
+        totals["floor_write"] += mlp.run_floor(x, y, args.batch_size, args.epochs, backend, write_kernel=True)[0]
         totals["nnx"] += profile_nnx(x, y, args.batch_size, args.epochs, backend, phases["nnx"])
         totals["tuned"] += profile_tuned(x, y, args.batch_size, args.epochs, backend, phases["tuned"])
     phases["nnx"]["rest"] = totals["nnx"] - sum(phases["nnx"][p] for p in PHASES[:-1])
@@ -99,6 +101,8 @@ def main() -> None:
         print(f"{p:<10}{phases['nnx'][p] * us:>9.0f}{phases['tuned'][p] * us:>9.0f}")
     print(f"{'total':<10}{totals['nnx'] * us:>9.0f}{totals['tuned'] * us:>9.0f}")
     print(f"{'/ floor':<10}{totals['nnx'] / totals['floor']:>9.2f}{totals['tuned'] / totals['floor']:>9.2f}")
+    print(f"the floor plus one in-place pass over the first kernel (w -= g): "
+          f"{totals['floor_write'] * us:.0f} us, {totals['floor_write'] / totals['floor']:.2f}x the floor")
 
 
 if __name__ == "__main__":
