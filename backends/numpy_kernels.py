@@ -34,10 +34,10 @@ def _sigmoid(z):  # 0.5 tanh(z / 2) + 0.5: no overflow
     return z
 
 
-def _softmax(z):
-    z -= z.max(axis=-1, keepdims=True)
+def _softmax(z):  # the ufuncs' reduce directly: the array methods add Python wrappers
+    z -= np.maximum.reduce(z, axis=-1, keepdims=True)
     np.exp(z, out=z)
-    z /= z.sum(axis=-1, keepdims=True)
+    z /= np.add.reduce(z, axis=-1, keepdims=True)
     return z
 
 
@@ -76,7 +76,7 @@ def sparse_crossentropy(p: np.ndarray, labels: np.ndarray, scale: float, eps: fl
     c = p.dtype.type(scale / n)
     dz = p * c
     dz.ravel()[flat] -= c
-    return picked.sum() * p.dtype.type(-1.0 / n), dz
+    return np.add.reduce(picked) * p.dtype.type(-1.0 / n), dz
 
 
 def sgd_update(opt, w: np.ndarray, g: np.ndarray, state: list, grad_scale: float) -> None:

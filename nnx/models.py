@@ -323,8 +323,9 @@ class Sequential:
             dy = layer.backward(dy)
         params, grads = [], []
         for layer in self.layers:
-            if layer.trainable and layer.weights:
-                params.extend(layer.weights)
+            weights = layer.weights if layer.trainable else None
+            if weights:
+                params.extend(weights)
                 penalty = layer.regularization_gradients()
                 if penalty is None:
                     grads.extend(layer.grads)
