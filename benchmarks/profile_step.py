@@ -77,10 +77,14 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--samples", type=int, default=5000)
+    parser.add_argument("--quick", action="store_true", help="a smoke run of a few seconds, no timing claims")
     args = parser.parse_args()
+    if args.quick:
+        args.samples, args.epochs, args.rounds = 512, 1, 1
     backend = nnx.set_backend("numpy")
     nnx.seed(0)
-    x, y = mlp.make_data(5000)
+    x, y = mlp.make_data(args.samples)
     steps = args.rounds * args.epochs * -(-x.shape[0] // args.batch_size)
     phases = {"nnx": collections.defaultdict(float), "tuned": collections.defaultdict(float)}
     totals = collections.defaultdict(float)
