@@ -226,9 +226,8 @@ def torch_runner(backend):
     return run
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description="nnx MLP training speed vs the matmul floor and PyTorch")
-    parser.add_argument("--backend", default="numpy", choices=["numpy", "cupy", "array_api_strict"])
+def parse_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """The run-size options both benchmark scripts share; ``--quick`` shrinks the run to a smoke test."""
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=5)
@@ -237,6 +236,13 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.samples, args.epochs, args.rounds = 512, 1, 1
+    return args
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="nnx MLP training speed vs the matmul floor and PyTorch")
+    parser.add_argument("--backend", default="numpy", choices=["numpy", "cupy", "array_api_strict"])
+    args = parse_args(parser)
 
     backend = nnx.set_backend(args.backend)
     nnx.seed(0)
@@ -277,7 +283,7 @@ def main() -> None:
         for k in medians:
             if k != "nnx":
                 r = sorted(a / b for a, b in zip(times["nnx"], times[k]))
-                q1, q2, q3 = (statistics.quantiles(r, n=4) if len(r) > 1 else r * 3)
+                q1, q2, q3 = statistics.quantiles(r, n=4)
                 paired.append(f"nnx/{k} {q2:.3f} [{q1:.3f}, {q3:.3f}]")
         print("paired per-round ratios, median [quartiles]: " + ", ".join(paired))
 

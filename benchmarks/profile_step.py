@@ -73,15 +73,7 @@ def profile_tuned(x, y, batch_size, epochs, backend, into):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--samples", type=int, default=5000)
-    parser.add_argument("--quick", action="store_true", help="a smoke run of a few seconds, no timing claims")
-    args = parser.parse_args()
-    if args.quick:
-        args.samples, args.epochs, args.rounds = 512, 1, 1
+    args = mlp.parse_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
     backend = nnx.set_backend("numpy")
     nnx.seed(0)
     x, y = mlp.make_data(args.samples)

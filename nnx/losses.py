@@ -182,16 +182,18 @@ class SparseCategoricalCrossentropy(CategoricalCrossentropy):
             picked = xp.log(_clip_probabilities(xp, xp.take_along_axis(p, labels, axis=-1)))
         return -xp.sum(picked) * (1.0 / p.shape[0])
 
+    @staticmethod
+    def _flat_labels(y):
+        return y[:, 0] if y.ndim == 2 else y
+
     def _targets(self, xp, y, p):
-        if y.ndim == 2:
-            y = y[:, 0]
-        return one_hot(xp, y, p.shape[-1], p.dtype)
+        return one_hot(xp, self._flat_labels(y), p.shape[-1], p.dtype)
 
     def fused_value_and_gradient(self, backend, y, p, scale=1.0):
         kernel = None if self.from_logits else backend.kernels.get("sparse_crossentropy")
         if kernel is None:
             return super().fused_value_and_gradient(backend, y, p, scale)
-        return kernel(p, y[:, 0] if y.ndim == 2 else y, scale, EPSILON)
+        return kernel(p, self._flat_labels(y), scale, EPSILON)
 
 
 class BinaryCrossentropy(_CrossEntropy):
