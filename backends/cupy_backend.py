@@ -17,12 +17,14 @@ class CupyBackend(Backend):
 
         self._cupy = cupy
         super().__init__(xp, cupy.cuda.Device(device_id))
-        from . import cupy_kernels
-
-        self.kernels = cupy_kernels.kernels()
         from ..random import current_seed
 
         self._rng = cupy.random.default_rng(current_seed())
+
+    def make_ops(self):
+        from .cupy_ops import CupyOps
+
+        return CupyOps(self.xp, self.device)
 
     def describe(self) -> str:
         return f"cupy on CUDA device {self.device.id}"

@@ -7,17 +7,33 @@ import numpy as np
 
 from .. import random as _random
 from ..backend import Backend
-from . import numpy_kernels
 
 
 class NumpyBackend(Backend):
+    """NumPy on the CPU; ``fast=False`` runs the portable operations only (used by the tests to
+    cover the portable code on NumPy too)."""
+
     name = "numpy"
 
-    def __init__(self) -> None:
+    def __init__(self, fast: bool = True) -> None:
         import array_api_compat.numpy as xp
 
+        self.fast = fast
         super().__init__(xp, "cpu")
-        self.kernels = numpy_kernels.KERNELS
+
+    def make_ops(self):
+        if not self.fast:
+            return super().make_ops()
+        from .numpy_ops import NumpyOps
+
+        return NumpyOps(self.xp, self.device)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.name, "cpu" if self.fast else "cpu-portable")
+
+    def describe(self) -> str:
+        return "numpy on cpu" if self.fast else "numpy on cpu (portable operations only)"
 
     def owns(self, a: Any) -> bool:
         return owns(a)
@@ -33,13 +49,13 @@ class NumpyBackend(Backend):
         return _random.device_rng().random(shape, dtype=np.float32).astype(dtype, copy=False)
 
 
-_instance: list[NumpyBackend] = []
+_instances: dict[bool, NumpyBackend] = {}
 
 
-def _shared() -> NumpyBackend:
-    if not _instance:
-        _instance.append(NumpyBackend())
-    return _instance[0]
+def _shared(fast: bool = True) -> NumpyBackend:
+    if fast not in _instances:
+        _instances[fast] = NumpyBackend(fast)
+    return _instances[fast]
 
 
 def unavailable_reason() -> str | None:
@@ -47,6 +63,8 @@ def unavailable_reason() -> str | None:
 
 
 def create(device: Any = None) -> NumpyBackend:
+    if device == "cpu-portable":
+        return _shared(fast=False)
     if device not in (None, "cpu"):
         raise RuntimeError(f"The numpy backend runs on 'cpu' only; received device={device!r}.")
     return _shared()

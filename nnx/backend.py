@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import numpy as np  # host side only: data entering and leaving the device
 
@@ -35,8 +35,14 @@ class Backend:
     def __init__(self, xp: Any, device: Any):
         self.xp = xp
         self.device = device
-        # Optional fused kernels, by name; the core falls back to portable code when absent.
-        self.kernels: dict[str, Callable] = {}
+        self.ops = self.make_ops()
+
+    def make_ops(self) -> Any:
+        """The operations object layers, losses and optimizers call (``nnx.ops.Ops`` or a
+        backend's subclass with faster kernels)."""
+        from .ops import Ops
+
+        return Ops(self.xp, self.device)
 
     # -- identity --------------------------------------------------------------------------
     @property

@@ -32,6 +32,21 @@ class Callback:
     def on_batch_begin(self, batch: int, logs: dict | None = None) -> None: ...
     def on_batch_end(self, batch: int, logs: Mapping | None = None) -> None: ...
 
+    def on_train_batch_begin(self, batch: int, logs: Mapping | None = None) -> None:
+        self.on_batch_begin(batch, logs)
+
+    def on_train_batch_end(self, batch: int, logs: Mapping | None = None) -> None:
+        self.on_batch_end(batch, logs)
+
+    def on_test_begin(self, logs: dict | None = None) -> None: ...
+    def on_test_end(self, logs: dict | None = None) -> None: ...
+    def on_test_batch_begin(self, batch: int, logs: Mapping | None = None) -> None: ...
+    def on_test_batch_end(self, batch: int, logs: Mapping | None = None) -> None: ...
+    def on_predict_begin(self, logs: dict | None = None) -> None: ...
+    def on_predict_end(self, logs: dict | None = None) -> None: ...
+    def on_predict_batch_begin(self, batch: int, logs: Mapping | None = None) -> None: ...
+    def on_predict_batch_end(self, batch: int, logs: Mapping | None = None) -> None: ...
+
 
 class BatchLogs(Mapping):
     """Running means over the epoch so far, read from the device only when a key is looked up."""
@@ -49,13 +64,25 @@ class BatchLogs(Mapping):
         return len(self._sums)
 
 
+_ALIASES = {"on_train_batch_begin": "on_batch_begin", "on_train_batch_end": "on_batch_end"}
+
+
 class CallbackList:
-    def __init__(self, callbacks: list[Callback], model: Any, params: dict):
+    def __init__(self, callbacks: list[Callback] | Callback | None, model: Any, params: dict):
+        if callbacks is None:
+            callbacks = []
+        elif isinstance(callbacks, Callback):
+            callbacks = [callbacks]
         self.callbacks = list(callbacks)
         for cb in self.callbacks:
             cb.set_model(model)
             cb.set_params(params)
         self.wants_batches = any(_overrides(cb, "on_batch_end") or _overrides(cb, "on_batch_begin") for cb in self.callbacks)
+
+    def wants(self, hook: str) -> bool:
+        """Whether any callback overrides ``hook`` (or its alias)."""
+        alias = _ALIASES.get(hook)
+        return any(_overrides(cb, hook) or (alias is not None and _overrides(cb, alias)) for cb in self.callbacks)
 
     def call(self, hook: str, *args: Any) -> None:
         for cb in self.callbacks:

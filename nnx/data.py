@@ -19,12 +19,18 @@ def to_array(a: Any, backend: _backend.Backend, what: str) -> Any:
         raise ValueError(f"{what} is required; received None.")
     if backend.owns(a):
         return a if getattr(a, "device", backend.device) == backend.device else backend.xp.asarray(a, device=backend.device)
+    if isinstance(a, np.ma.MaskedArray):
+        raise ValueError(f"{what} must be a plain array; received a masked array (fill or drop the masked "
+                         f"entries first, e.g. a.filled(...)).")
     if isinstance(a, (list, tuple, int, float, np.ndarray, np.generic)):
-        host = np.asarray(a)
+        try:
+            host = np.asarray(a)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"{what} must be a rectangular numeric array; received {type(a).__name__} ({e}).") from None
     else:
         host = _backend.to_numpy(a)  # an array of another backend: through the host
-    if host.dtype == object or not (np.issubdtype(host.dtype, np.number) or host.dtype == np.bool_):
-        raise ValueError(f"{what} must be numeric; received an array of dtype {host.dtype}.")
+    if not (np.issubdtype(host.dtype, np.integer) or np.issubdtype(host.dtype, np.floating) or host.dtype == np.bool_):
+        raise ValueError(f"{what} must hold real numbers (int, float or bool); received an array of dtype {host.dtype}.")
     return host
 
 
@@ -45,7 +51,24 @@ def check_finite(a: Any, backend: _backend.Backend, what: str) -> None:
         raise ValueError(f"{what} must be finite; received NaN or inf values.")
 
 
-def check_x(x: Any, input_shape: tuple[int, ...] | None, backend: _backend.Backend) -> None:
+def host_weight(a: Any, shape: tuple[int, ...], dtype: str, what: str) -> np.ndarray:
+    """A weight array from the user, as a host copy in ``dtype``, checked: real numbers, the
+    expected shape, finite after the cast."""
+    host = to_array(a, _backend.get_backend(), what) if not isinstance(a, np.ndarray) else a
+    if isinstance(host, np.ma.MaskedArray) or not (np.issubdtype(host.dtype, np.integer)
+                                                    or np.issubdtype(host.dtype, np.floating) or host.dtype == np.bool_):
+        raise ValueError(f"{what} must hold real numbers; received an array of dtype {host.dtype}.")
+    if not is_host(host):
+        host = _backend.to_numpy(host)
+    if tuple(host.shape) != tuple(shape):
+        raise ValueError(f"{what} expects shape {_shape_str(tuple(shape))}, received {_shape_str(tuple(host.shape))}.")
+    out = np.array(host, dtype=dtype, copy=True)
+    if not np.isfinite(out).all():
+        raise ValueError(f"{what} must be finite in {dtype}; received NaN or inf values.")
+    return out
+
+
+def check_x(x: Any, input_shape: tuple[int, ...] | None, backend: _backend.Backend, what: str = "") -> None:
     if x.ndim < 2:
         expected = f"(n, {', '.join(map(str, input_shape))})" if input_shape else "(n, features)"
         raise ValueError(f"Expected x of shape {expected}: one row per sample; received shape {_shape_str(tuple(x.shape))}.")
@@ -54,16 +77,18 @@ def check_x(x: Any, input_shape: tuple[int, ...] | None, backend: _backend.Backe
             f"Expected x with sample shape {_shape_str(tuple(input_shape))} (x of shape (n, "
             f"{', '.join(map(str, input_shape))})), received x of shape {_shape_str(tuple(x.shape))}."
         )
-    check_finite(x, backend, "x")
+    check_finite(x, backend, f"{what}x")
 
 
-def check_y(y: Any, n: int, loss: Any, output_shape: tuple[int, ...], backend: _backend.Backend) -> Any:
+def check_y(y: Any, n: int, loss: Any, output_shape: tuple[int, ...], backend: _backend.Backend,
+            what: str = "") -> Any:
     """Validate ``y`` against ``n`` samples and the model output; returns y in its final layout
     (a column for a 1-D target of a one-unit model)."""
     if y.ndim == 0 or int(y.shape[0]) != n:
         received = "a scalar" if y.ndim == 0 else f"{int(y.shape[0])} samples in y"
-        raise ValueError(f"x and y must have the same number of samples: {n} samples in x, received {received}.")
-    check_finite(y, backend, "y")
+        raise ValueError(f"{what}x and {what}y must have the same number of samples: {n} samples in x, "
+                         f"received {received}.")
+    check_finite(y, backend, f"{what}y")
     if loss.sparse_labels:
         if y.ndim == 2 and y.shape[1] == 1:
             y = y[:, 0]
@@ -122,6 +147,3 @@ def take_rows(a: Any, idx_host: Any, idx_device: Any, backend: _backend.Backend)
     return backend.xp.take(a, idx_device, axis=0)
 
 
-def fits_on_device(nbytes: int, backend: _backend.Backend) -> bool:
-    probe = backend.kernels.get("fits_in_memory")
-    return True if probe is None else bool(probe(nbytes))

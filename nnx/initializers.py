@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 from . import random as _random
+from .registry import Registry
 
 # std of a unit normal truncated to [-2, 2]; Keras divides by it so the truncated draw keeps the
 # intended variance
@@ -171,21 +172,16 @@ HeNormal = _preset("he_normal", 2.0, "fan_in", "truncated_normal")
 LecunUniform = _preset("lecun_uniform", 1.0, "fan_in", "uniform")
 LecunNormal = _preset("lecun_normal", 1.0, "fan_in", "truncated_normal")
 
-_REGISTRY: dict[str, type[Initializer]] = {
-    cls.name: cls
-    for cls in (
-        Zeros, Ones, Constant, RandomUniform, RandomNormal, TruncatedNormal, VarianceScaling,
-        GlorotUniform, GlorotNormal, HeUniform, HeNormal, LecunUniform, LecunNormal,
-    )
-}
+registry = Registry("initializer", Initializer)
+for _cls in (Zeros, Ones, Constant, RandomUniform, RandomNormal, TruncatedNormal, VarianceScaling,
+             GlorotUniform, GlorotNormal, HeUniform, HeNormal, LecunUniform, LecunNormal):
+    registry.add(_cls, _cls.name)
+for _cls, _name in ((GlorotUniform, "GlorotUniform"), (GlorotNormal, "GlorotNormal"), (HeUniform, "HeUniform"),
+                    (HeNormal, "HeNormal"), (LecunUniform, "LecunUniform"), (LecunNormal, "LecunNormal")):
+    registry.add(_cls, _name)
 
 
 def get(identifier: str | dict | Initializer) -> Initializer:
-    """An initializer from its name, its config dict, or an instance."""
-    if isinstance(identifier, Initializer):
-        return identifier
-    if isinstance(identifier, dict) and identifier.get("class_name") in _REGISTRY:
-        return _REGISTRY[identifier["class_name"]](**identifier.get("config", {}))
-    if isinstance(identifier, str) and identifier.lower() in _REGISTRY:
-        return _REGISTRY[identifier.lower()]()
-    raise ValueError(f"Unknown initializer {identifier!r}; expected one of: {', '.join(sorted(_REGISTRY))}.")
+    """An initializer from its name (``"glorot_uniform"`` or ``"GlorotUniform"``), its config
+    dict, or an instance."""
+    return registry.get(identifier)

@@ -1,12 +1,14 @@
 """Losses: a value ``forward(xp, y, p)`` (mean over the batch) and its gradient ``backward``.
 
-Cross-entropies paired with the matching output activation (softmax or sigmoid) skip that
-activation's backward: ``fused_backward`` returns the gradient of the logits, ``(p - y) / n``
-(times ``scale``, a factor the optimizer folds in).
+Cross-entropies paired with the matching output activation (softmax or sigmoid, matched by class)
+skip that activation's backward: ``logits_value_and_gradient`` returns the loss and the gradient of
+the logits in one step.
 """
 from __future__ import annotations
 
 from typing import Any
+
+from .registry import Registry
 
 EPSILON = 1e-7  # probabilities are clipped to [EPSILON, 1 - EPSILON], as Keras does
 
@@ -19,20 +21,23 @@ def _count(shape: tuple[int, ...]) -> int:
 
 
 class Loss:
-    """Base class. ``loss(y_true, y_pred)`` returns the mean loss as a 0-d array.
+    """Base class: ``forward(xp, y, p)`` is the mean loss (a 0-d array), ``backward(xp, y, p)`` its
+    gradient with respect to the predictions ``p``. ``loss(y_true, y_pred)`` computes it on the
+    current backend.
+
+    A loss that ``fuses_with`` the model's output activation also gives the gradient of that
+    activation's input in one step (``logits_value_and_gradient``), e.g. softmax + cross-entropy.
 
     >>> nnx.losses.MeanSquaredError()(y_true, y_pred)
     """
 
     name = ""
-    fuses_with: str | None = None  # the output activation whose backward this loss can absorb
     sparse_labels = False  # True: y holds integer class indices
 
     def __call__(self, y_true: Any, y_pred: Any) -> Any:
         from .backend import get_backend
 
-        xp = get_backend().xp
-        return self.forward(xp, y_true, y_pred)
+        return self.forward(get_backend().xp, y_true, y_pred)
 
     def forward(self, xp: Any, y: Any, p: Any) -> Any:
         raise NotImplementedError
@@ -40,17 +45,23 @@ class Loss:
     def backward(self, xp: Any, y: Any, p: Any) -> Any:
         raise NotImplementedError
 
-    def fused_backward(self, xp: Any, y: Any, p: Any, scale: float = 1.0) -> Any:
-        """Gradient w.r.t. the logits (times ``scale``) when the output activation is ``fuses_with``."""
-        raise NotImplementedError
+    def fuses_with(self, activation: Any) -> bool:
+        """True when ``logits_value_and_gradient`` is exact for outputs of ``activation``."""
+        return False
 
-    def fused_value_and_gradient(self, backend: Any, y: Any, p: Any, scale: float = 1.0) -> tuple[Any, Any]:
-        """(loss, ``fused_backward``) in one call, so a backend kernel can do both in one pass."""
-        xp = backend.xp
-        return self.forward(xp, y, p), self.fused_backward(xp, y, p, scale)
+    def logits_value_and_gradient(self, ops: Any, y: Any, p: Any) -> tuple[Any, Any]:
+        """(loss, gradient of the output activation's input) for outputs ``p`` of an activation
+        this loss ``fuses_with``."""
+        raise NotImplementedError
 
     def get_config(self) -> dict:
         return {"class_name": type(self).__name__, "config": {}}
+
+
+def _eps(xp: Any, p: Any) -> float:
+    """The probability clip: Keras's 1e-7, or the dtype's resolution where that is coarser
+    (``1 - 1e-7`` rounds to 1 in float16)."""
+    return max(EPSILON, float(xp.finfo(p.dtype).eps))
 
 
 class MeanSquaredError(Loss):
@@ -111,15 +122,13 @@ class Huber(Loss):
 class _CrossEntropy(Loss):
     def __init__(self, from_logits: bool = False):
         self.from_logits = bool(from_logits)
-        if self.from_logits:
-            self.fuses_with = None
 
     def get_config(self):
         return {"class_name": type(self).__name__, "config": {"from_logits": self.from_logits}}
 
 
-def _clip_probabilities(xp, p):
-    return xp.minimum(xp.maximum(p, EPSILON), 1.0 - EPSILON)
+def _clip_probabilities(xp, p, eps=EPSILON):
+    return xp.minimum(xp.maximum(p, eps), 1.0 - eps)
 
 
 def _log_softmax(xp, z):
@@ -135,52 +144,69 @@ def _softmax(xp, z):
 def one_hot(xp: Any, labels: Any, depth: int, dtype: Any) -> Any:
     """Integer labels (n,) -> (n, depth) one-hot rows of ``dtype`` on the labels' device."""
     classes = xp.arange(depth, dtype=labels.dtype, device=labels.device)
-    return xp.astype(labels[:, None] == classes, dtype)
+    return xp.astype(xp.reshape(labels, (-1, 1)) == classes, dtype)
 
 
 class CategoricalCrossentropy(_CrossEntropy):
-    """-sum(y log p) over classes, mean over the batch; y one-hot (or soft) rows.
+    """-sum(y log q) over classes, mean over the batch, where q is each row of the predictions
+    divided by its sum (as Keras: rows that do not sum to 1 are normalised) and clipped to
+    [1e-7, 1 - 1e-7]. With ``from_logits=True`` the predictions are logits.
+
+    Args:
+        from_logits: whether the predictions are logits rather than probabilities.
 
     >>> nnx.losses.CategoricalCrossentropy(from_logits=True)
     """
 
     name = "categorical_crossentropy"
-    fuses_with = "softmax"
 
     def _targets(self, xp, y, p):
         return y
 
+    def fuses_with(self, activation):
+        from .activations import Softmax
+
+        return not self.from_logits and type(activation) is Softmax
+
     def forward(self, xp, y, p):
         t = self._targets(xp, y, p)
-        logp = _log_softmax(xp, p) if self.from_logits else xp.log(_clip_probabilities(xp, p))
-        return -xp.sum(t * logp) * (1.0 / p.shape[0])
+        if self.from_logits:
+            logq = _log_softmax(xp, p)
+        else:
+            logq = xp.log(_clip_probabilities(xp, p / xp.sum(p, axis=-1, keepdims=True), _eps(xp, p)))
+        return -xp.sum(t * logq) * (1.0 / p.shape[0])
 
     def backward(self, xp, y, p):
         t = self._targets(xp, y, p)
-        if self.from_logits:
-            return (_softmax(xp, p) - t) * (1.0 / p.shape[0])
-        return -t / _clip_probabilities(xp, p) * (1.0 / p.shape[0])
+        n = p.shape[0]
+        if self.from_logits:  # d/dz of -sum(t log softmax z) = softmax(z) sum(t) - t
+            return (_softmax(xp, p) * xp.sum(t, axis=-1, keepdims=True) - t) * (1.0 / n)
+        eps = _eps(xp, p)
+        s = xp.sum(p, axis=-1, keepdims=True)
+        q = p / s
+        inside = (q >= eps) & (q <= 1.0 - eps)  # the clip passes no gradient outside
+        g = xp.where(inside, -t / _clip_probabilities(xp, q, eps), 0.0)
+        return (g - xp.sum(g * q, axis=-1, keepdims=True)) / s * (1.0 / n)
 
-    def fused_backward(self, xp, y, p, scale=1.0):
-        return (p - self._targets(xp, y, p)) * (scale / p.shape[0])
+    def logits_value_and_gradient(self, ops, y, p):
+        xp = ops.xp
+        t = self._targets(xp, y, p)
+        n = p.shape[0]
+        loss = -xp.sum(t * xp.log(_clip_probabilities(xp, p, _eps(xp, p)))) * (1.0 / n)
+        return loss, (p * xp.sum(t, axis=-1, keepdims=True) - t) * (1.0 / n)
 
 
 class SparseCategoricalCrossentropy(CategoricalCrossentropy):
     """Categorical cross-entropy with integer class labels y of shape (n,).
+
+    Args:
+        from_logits: whether the predictions are logits rather than probabilities.
 
     >>> nnx.losses.SparseCategoricalCrossentropy(from_logits=False)
     """
 
     name = "sparse_categorical_crossentropy"
     sparse_labels = True
-
-    def forward(self, xp, y, p):
-        labels = y[:, None] if y.ndim == 1 else y
-        if self.from_logits:
-            picked = xp.take_along_axis(_log_softmax(xp, p), labels, axis=-1)
-        else:
-            picked = xp.log(_clip_probabilities(xp, xp.take_along_axis(p, labels, axis=-1)))
-        return -xp.sum(picked) * (1.0 / p.shape[0])
 
     @staticmethod
     def _flat_labels(y):
@@ -189,11 +215,8 @@ class SparseCategoricalCrossentropy(CategoricalCrossentropy):
     def _targets(self, xp, y, p):
         return one_hot(xp, self._flat_labels(y), p.shape[-1], p.dtype)
 
-    def fused_value_and_gradient(self, backend, y, p, scale=1.0):
-        kernel = None if self.from_logits else backend.kernels.get("sparse_crossentropy")
-        if kernel is None:
-            return super().fused_value_and_gradient(backend, y, p, scale)
-        return kernel(p, self._flat_labels(y), scale, EPSILON)
+    def logits_value_and_gradient(self, ops, y, p):
+        return ops.sparse_crossentropy(p, self._flat_labels(y), _eps(ops.xp, p))
 
 
 class BinaryCrossentropy(_CrossEntropy):
@@ -203,42 +226,41 @@ class BinaryCrossentropy(_CrossEntropy):
     """
 
     name = "binary_crossentropy"
-    fuses_with = "sigmoid"
+
+    def fuses_with(self, activation):
+        from .activations import Sigmoid
+
+        return not self.from_logits and type(activation) is Sigmoid
 
     def forward(self, xp, y, p):
         if self.from_logits:  # max(z, 0) - z y + log(1 + e^-|z|)
             return xp.mean(xp.maximum(p, 0.0) - p * y + xp.log1p(xp.exp(-xp.abs(p))))
-        q = _clip_probabilities(xp, p)
+        q = _clip_probabilities(xp, p, _eps(xp, p))
         return -xp.mean(y * xp.log(q) + (1.0 - y) * xp.log(1.0 - q))
 
     def backward(self, xp, y, p):
         scale = 1.0 / _count(p.shape)
         if self.from_logits:
             return (0.5 * xp.tanh(0.5 * p) + 0.5 - y) * scale
-        q = _clip_probabilities(xp, p)
-        return (q - y) / (q * (1.0 - q)) * scale
+        eps = _eps(xp, p)
+        q = _clip_probabilities(xp, p, eps)
+        inside = (p >= eps) & (p <= 1.0 - eps)
+        return xp.where(inside, (q - y) / (q * (1.0 - q)), 0.0) * scale
 
-    def fused_backward(self, xp, y, p, scale=1.0):
-        return (p - y) * (scale / _count(p.shape))
+    def logits_value_and_gradient(self, ops, y, p):
+        return self.forward(ops.xp, y, p), (p - y) * (1.0 / _count(p.shape))
 
 
-_REGISTRY = {
-    "mse": MeanSquaredError, "mean_squared_error": MeanSquaredError,
-    "mae": MeanAbsoluteError, "mean_absolute_error": MeanAbsoluteError,
-    "huber": Huber, "huber_loss": Huber,
-    "binary_crossentropy": BinaryCrossentropy,
-    "categorical_crossentropy": CategoricalCrossentropy,
-    "sparse_categorical_crossentropy": SparseCategoricalCrossentropy,
-}
-_CLASSES = {cls.__name__: cls for cls in set(_REGISTRY.values())}
+registry = Registry("loss", Loss)
+registry.add(MeanSquaredError, "mean_squared_error", "mse")
+registry.add(MeanAbsoluteError, "mean_absolute_error", "mae")
+registry.add(Huber, "huber", "huber_loss")
+registry.add(BinaryCrossentropy, "binary_crossentropy")
+registry.add(CategoricalCrossentropy, "categorical_crossentropy")
+registry.add(SparseCategoricalCrossentropy, "sparse_categorical_crossentropy")
 
 
 def get(identifier: str | dict | Loss) -> Loss:
-    """A loss from its name, its config dict, or an instance."""
-    if isinstance(identifier, Loss):
-        return identifier
-    if isinstance(identifier, str) and identifier.lower() in _REGISTRY:
-        return _REGISTRY[identifier.lower()]()
-    if isinstance(identifier, dict) and identifier.get("class_name") in _CLASSES:
-        return _CLASSES[identifier["class_name"]](**identifier.get("config", {}))
-    raise ValueError(f"Unknown loss {identifier!r}; expected one of: {', '.join(sorted(_REGISTRY))}.")
+    """A loss from its name (``"mse"``, ``"sparse_categorical_crossentropy"``, or the Keras class
+    name ``"SparseCategoricalCrossentropy"``), its config dict, or an instance."""
+    return registry.get(identifier)

@@ -4,7 +4,10 @@
 """
 from __future__ import annotations
 
+import copy
 from typing import Any
+
+from .registry import Registry
 
 from . import losses as _losses
 
@@ -60,7 +63,7 @@ class BinaryAccuracy(Metric):
 
     >>> nnx.metrics.BinaryAccuracy(threshold=0.5)
     """
-    name = "accuracy"
+    name = "binary_accuracy"
 
     def __init__(self, threshold: float = 0.5):
         self.threshold = threshold
@@ -75,7 +78,7 @@ class CategoricalAccuracy(Metric):
 
     >>> nnx.metrics.CategoricalAccuracy()
     """
-    name = "accuracy"
+    name = "categorical_accuracy"
 
     def batch_total(self, xp, y, p):
         return xp.sum(xp.astype(xp.argmax(p, axis=-1) == xp.argmax(y, axis=-1), p.dtype))
@@ -86,35 +89,51 @@ class SparseCategoricalAccuracy(Metric):
 
     >>> nnx.metrics.SparseCategoricalAccuracy()
     """
-    name = "accuracy"
+    name = "sparse_categorical_accuracy"
 
     def batch_total(self, xp, y, p):
         labels = y[:, 0] if y.ndim == 2 else y
         return xp.sum(xp.astype(xp.argmax(p, axis=-1) == xp.astype(labels, xp.int64), p.dtype))
 
 
-_NAMED = {"mae": MeanAbsoluteError, "mean_absolute_error": MeanAbsoluteError,
-          "mse": MeanSquaredError, "mean_squared_error": MeanSquaredError,
-          "binary_accuracy": BinaryAccuracy, "categorical_accuracy": CategoricalAccuracy,
-          "sparse_categorical_accuracy": SparseCategoricalAccuracy}
+def unique_names(metrics: list[Metric]) -> list[Metric]:
+    """Give repeated names Keras's suffixes: ``binary_accuracy``, ``binary_accuracy_1``, …"""
+    seen: dict[str, int] = {}
+    for m in metrics:
+        base = m.name
+        if base in seen:
+            seen[base] += 1
+            m.name = f"{base}_{seen[base]}"
+        else:
+            seen[base] = 0
+    return metrics
+
+
+registry = Registry("metric", Metric)
+registry.add(MeanAbsoluteError, "mae", "mean_absolute_error")
+registry.add(MeanSquaredError, "mse", "mean_squared_error")
+registry.add(BinaryAccuracy, "binary_accuracy")
+registry.add(CategoricalAccuracy, "categorical_accuracy")
+registry.add(SparseCategoricalAccuracy, "sparse_categorical_accuracy")
 
 
 def get(identifier: str | Metric, loss: _losses.Loss, output_units: int | None) -> Metric:
-    """A metric from its name; ``"accuracy"``/``"acc"`` picks the variant as Keras does."""
+    """A metric from its name or an instance (copied); ``"accuracy"``/``"acc"`` picks the variant
+    from the loss and output width, as Keras does. The metric is named as given."""
     if isinstance(identifier, Metric):
-        return identifier
-    key = str(identifier).lower()
-    if key in ("accuracy", "acc"):
+        return copy.copy(identifier)
+    if isinstance(identifier, str) and identifier.lower() in ("accuracy", "acc"):
         if loss.sparse_labels:
             metric = SparseCategoricalAccuracy()
         elif isinstance(loss, _losses.BinaryCrossentropy) or output_units == 1:
             metric = BinaryAccuracy()
         else:
             metric = CategoricalAccuracy()
-        metric.name = key
-        return metric
-    if key in _NAMED:
-        metric = _NAMED[key]()
-        metric.name = key
-        return metric
-    raise ValueError(f"Unknown metric {identifier!r}; expected one of: accuracy, {', '.join(sorted(_NAMED))}.")
+    else:
+        try:
+            metric = registry.get(identifier)
+        except ValueError:
+            raise ValueError(f"Unknown metric {identifier!r}; expected one of: accuracy, "
+                             f"{', '.join(registry.names())} (or a Metric instance).") from None
+    metric.name = identifier.lower() if isinstance(identifier, str) else metric.name
+    return metric

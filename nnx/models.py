@@ -1,9 +1,12 @@
-"""``Sequential``: a chain of layers trained with mini-batch backpropagation."""
+"""``Sequential``: a chain of layers, with Keras's ``compile`` / ``fit`` / ``evaluate`` / ``predict``.
+
+The chain itself (forward, backward to the first layer that needs a gradient, weights) lives here;
+batching, the step, sums, callbacks and progress output live in ``nnx.training``.
+"""
 from __future__ import annotations
 
 import math
-import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import backend as _backend
 from . import callbacks as _callbacks
@@ -14,10 +17,30 @@ from . import metrics as _metrics
 from . import optimizers as _optimizers
 from . import progbar as _progbar
 from . import random as _random
+from . import training as _training
+from .layers.base import Layer, as_int
 
 
-class Sequential:
+class Step(NamedTuple):
+    """What ``compute_gradients`` returns: the batch loss (regularization included), the
+    predictions, the gradients keyed by weight record, and each layer's saved context."""
+
+    loss: Any
+    predictions: Any
+    grads: dict
+    saved: list
+
+
+class Sequential(Layer):
     """A linear stack of layers with Keras's ``compile`` / ``fit`` / ``evaluate`` / ``predict``.
+
+    Args:
+        layers: the layers, first to last; an ``nnx.Input`` first (or ``input_shape=`` on the first
+            layer) builds the model at once, otherwise it builds on the first data it sees.
+        name: optional name.
+        trainable: False freezes every layer.
+
+    A ``Sequential`` is itself a layer, so it can be a layer of another ``Sequential``.
 
     >>> model = nnx.Sequential([nnx.Input((64,)), nnx.Dense(128, activation="relu"),
     ...                         nnx.Dense(10, activation="softmax")])
@@ -25,51 +48,65 @@ class Sequential:
     >>> history = model.fit(x, y, epochs=10)
     """
 
-    def __init__(self, layers: list[_layers.Layer] | None = None, name: str | None = None):
-        self.name = name or _layers.base.unique_name("sequential")
-        self.layers: list[_layers.Layer] = []
-        self.input_shape: tuple[int, ...] | None = None
-        self.built = False
+    def __init__(self, layers: list[Layer] | None = None, name: str | None = None, trainable: bool = True):
+        self.layers: list[Layer] = []
+        super().__init__(name=name, trainable=trainable)
         self.optimizer: _optimizers.Optimizer | None = None
         self.loss: _losses.Loss | None = None
         self.metrics: list[_metrics.Metric] = []
-        self._metric_names: list[str] = []
+        self._metric_specs: list[Any] = []
         self.stop_training = False
         self._stop_now = False
-        self._backend: _backend.Backend | None = None
         self._shuffle_rng = None
         self._fused = False
+        self._first_backward = 0
+        self.history = None
         for layer in layers or []:
             self.add(layer)
 
     # -- construction ----------------------------------------------------------------------
-    def add(self, layer: _layers.Layer) -> None:
-        """Append a layer; an ``Input`` fixes the input shape and builds the model."""
-        if not isinstance(layer, _layers.Layer):
+    def add(self, layer: Layer) -> None:
+        """Append a layer; an ``Input`` (or a first layer given ``input_shape=``) builds the model."""
+        if not isinstance(layer, Layer):
             raise TypeError(f"Sequential.add expects a Layer; received {type(layer).__name__}.")
         if isinstance(layer, _layers.Input):
             if self.layers or self.input_shape is not None:
                 raise ValueError("Input must be the first entry of a Sequential model.")
-            self.input_shape = layer.shape
-            self._input_name = layer.name
-            self.build(self.input_shape)
+            self._input_layer = layer
+            self.build(layer.shape)
             return
-        if any(layer is other for other in self.layers):
+        if layer is self or any(layer is other for other in self.layers):
             raise ValueError(f"Layer {layer.name!r} is already in this model.")
+        if not self.layers and not self.built and layer._declared_input_shape is not None:
+            self.layers.append(layer)
+            self.build(layer._declared_input_shape)
+            return
         self.layers.append(layer)
         if self.built:
-            self._build_layer(layer, self.layers[-2].output_shape if len(self.layers) > 1 else self.input_shape)
-            self._after_build()
+            try:
+                self._build_layer(layer, self.layers[-2].output_shape if len(self.layers) > 1 else self.input_shape)
+            except Exception:
+                self.layers.pop()
+                raise
+        self._after_change()
 
-    def pop(self) -> _layers.Layer:
+    def pop(self) -> Layer:
         """Remove and return the last layer."""
         if not self.layers:
             raise ValueError("There are no layers to pop.")
         layer = self.layers.pop()
-        self._after_build()
+        self._after_change()
         return layer
 
-    def get_layer(self, name: str) -> _layers.Layer:
+    def get_layer(self, name: str | None = None, index: int | None = None) -> Layer:
+        """A layer by ``name`` or by ``index`` (position in ``layers``)."""
+        if (name is None) == (index is None):
+            raise ValueError("get_layer needs exactly one of name= or index=.")
+        if index is not None:
+            i = as_int(index, "index", minimum=-len(self.layers)) if self.layers else None
+            if i is None or i >= len(self.layers):
+                raise ValueError(f"index {index!r} is out of range for a model of {len(self.layers)} layers.")
+            return self.layers[i]
         for layer in self.layers:
             if layer.name == name:
                 return layer
@@ -77,36 +114,43 @@ class Sequential:
 
     def build(self, input_shape: tuple[int, ...]) -> None:
         """Create every layer's weights on the current backend, for samples of ``input_shape``."""
-        self.input_shape = tuple(input_shape)
-        self._backend = _backend.get_backend()
-        shape = self.input_shape
+        input_shape = tuple(input_shape)
+        backend = _backend.get_backend()
+        shape = input_shape
         for layer in self.layers:
-            self._build_layer(layer, shape)
+            self._build_layer(layer, shape, backend)
             shape = layer.output_shape
+        self.input_shape = input_shape
+        self.backend = backend
+        self.dtype = self.layers[0].dtype if self.layers else _backend.floatx()
         self.built = True
-        self._after_build()
+        self._after_change()
 
-    def _build_layer(self, layer: _layers.Layer, shape: tuple[int, ...]) -> None:
-        if layer.built and layer.backend != self._backend:
-            layer.to_backend(self._backend)
+    def _build_layer(self, layer: Layer, shape: tuple[int, ...], backend: Any = None) -> None:
+        backend = backend or self.backend
+        if layer.built and layer.backend != backend:
+            layer.to_backend(backend)
         if not layer.built:
             layer.build(shape)
         elif tuple(layer.input_shape) != tuple(shape):
             raise ValueError(f"Layer {layer.name!r} was built for inputs {layer.input_shape}, received {shape}.")
 
-    def _after_build(self) -> None:
-        # nobody reads the input gradient of the layers up to the first one with weights
-        needed = False
-        for layer in self.layers:
-            layer.needs_input_grad = needed
-            needed = needed or bool(layer.weights)
-        self._fused = self._can_fuse()
+    def _after_change(self) -> None:
+        """Recompute what depends on the chain: where backward stops, and loss fusion."""
+        self._first_backward = len(self.layers)
+        for i, layer in enumerate(self.layers):
+            if layer.trainable_weights:
+                self._first_backward = i
+                break
+        last = self.layers[-1] if self.layers else None
+        act = last.output_activation if last is not None else None
+        self._fused = bool(self.loss is not None and act is not None and self.loss.fuses_with(act))
 
-    def _can_fuse(self) -> bool:
-        if self.loss is None or not self.layers or self.loss.fuses_with is None:
-            return False
-        last = self.layers[-1]
-        return getattr(getattr(last, "activation", None), "name", None) == self.loss.fuses_with
+    def compute_output_shape(self, input_shape):
+        shape = tuple(input_shape)
+        for layer in self.layers:
+            shape = layer.compute_output_shape(shape)
+        return shape
 
     @property
     def output_shape(self) -> tuple[int, ...] | None:
@@ -115,35 +159,149 @@ class Sequential:
         return self.layers[-1].output_shape if self.layers else self.input_shape
 
     @property
+    def trainable(self) -> bool:
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value: bool) -> None:
+        self._trainable = bool(value)
+        for layer in getattr(self, "layers", []):
+            layer.trainable = value
+        if hasattr(self, "_fused"):
+            self._after_change()
+
+    @property
     def weights(self) -> list[Any]:
         return [w for layer in self.layers for w in layer.weights]
 
     @property
     def trainable_weights(self) -> list[Any]:
-        return [w for layer in self.layers for w in layer.trainable_weights]
+        return [w for layer in self.layers for w in layer.trainable_weights] if self.trainable else []
+
+    @property
+    def non_trainable_weights(self) -> list[Any]:
+        trainable = {id(w) for w in self.trainable_weights}
+        return [w for w in self.weights if id(w) not in trainable]
+
+    @property
+    def output_activation(self):
+        return None
+
+    # -- the chain -------------------------------------------------------------------------
+    def forward(self, x: Any, training: bool = False) -> tuple[Any, Any]:
+        """``(y, saved)``: the output, and each layer's saved context (None in inference, where
+        nothing is kept)."""
+        if not training:
+            for layer in self.layers:
+                x = layer.forward(x, training=False)[0]
+            return x, None
+        saved = []
+        for layer in self.layers:
+            x, s = layer.forward(x, training=True)
+            saved.append(s)
+        return x, saved
+
+    def backward(self, saved: list, dy: Any, need_dx: bool = True, dz: Any = None) -> tuple[Any, dict]:
+        """``(dx, grads)``: back through the layers, stopping at the first one whose input gradient
+        nobody needs. ``dz``: the gradient of the last layer's pre-activation (fused loss)."""
+        grads: dict = {}
+        stop = 0 if need_dx else self._first_backward
+        last = len(self.layers) - 1
+        for i in range(last, stop - 1, -1):
+            layer, want_dx = self.layers[i], need_dx or i > stop
+            if i == last and dz is not None:
+                dy, g = layer.backward_from_logits(saved[i], dz, want_dx)
+            else:
+                dy, g = layer.backward(saved[i], dy, want_dx)
+            grads.update(g)
+        return dy, grads
+
+    def update_state(self, saved: list) -> None:
+        for layer, s in zip(self.layers, saved):
+            layer.update_state(s)
+
+    def regularization_loss(self) -> Any:
+        total = 0.0
+        for layer in self.layers:
+            penalty = layer.regularization_loss()
+            if not (isinstance(penalty, float) and penalty == 0.0):
+                total = total + penalty
+        return total
+
+    def compute_gradients(self, x: Any, y: Any, backend: _backend.Backend | None = None) -> Step:
+        """Forward and backward on one batch of device arrays, without an update: the loss (with
+        the weight penalties), the predictions, the gradient of every trainable weight (penalty
+        gradients included), and the saved contexts ``apply_gradients`` hands to ``update_state``."""
+        backend = backend or self.backend
+        xp = backend.xp
+        p, saved = self.forward(x, training=True)
+        if self._fused:
+            loss, dz = self.loss.logits_value_and_gradient(backend.ops, y, p)
+            dy = None
+        else:
+            loss, dy, dz = self.loss.forward(xp, y, p), self.loss.backward(xp, y, p), None
+        penalty = self.regularization_loss()
+        if not (isinstance(penalty, float) and penalty == 0.0):
+            loss = loss + penalty
+        trainable = self.trainable_weights
+        grads = self.backward(saved, dy, need_dx=False, dz=dz)[1] if trainable else {}
+        out = {}
+        for w in trainable:
+            g = grads[w]
+            if w.regularizer is not None:
+                g = g + w.regularizer.gradient(xp, w.value)
+            out[w] = g
+        return Step(loss, p, out, saved)
+
+    def apply_gradients(self, grads: dict, saved: list | None = None) -> None:
+        """One optimizer step from ``grads`` (consumed), then the layers' non-trainable state."""
+        self.optimizer.apply(grads, self.backend)
+        if saved is not None:
+            self.update_state(saved)
 
     # -- compile ---------------------------------------------------------------------------
     def compile(self, optimizer: str | _optimizers.Optimizer = "rmsprop", loss: str | _losses.Loss | None = None,
                 metrics: list[str | _metrics.Metric] | None = None) -> None:
-        """Choose the optimizer, loss and metrics (names or instances)."""
+        """Choose the optimizer, the loss and the metrics.
+
+        Args:
+            optimizer: a name (``"adam"``, ``"Adam"``, ``"sgd"``, ``"rmsprop"``) or an instance.
+            loss: a name (``"mse"``, ``"sparse_categorical_crossentropy"``, or Keras's class name)
+                or an ``nnx.losses.Loss``.
+            metrics: a list of names (``"accuracy"``, ``"mae"``, …) or ``Metric`` instances.
+
+        Raises:
+            ValueError: an unknown name, a missing loss, or ``metrics`` not a list; nothing changes
+                then (the previous optimizer and its state stay).
+
+        >>> model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        """
         if loss is None:
             raise ValueError("compile() needs a loss, e.g. loss='mse' or loss='sparse_categorical_crossentropy'.")
-        self.optimizer = _optimizers.get(optimizer)
-        self.loss = _losses.get(loss)
-        self._metric_specs = list(metrics or [])
-        self._resolve_metrics()
-        self._fused = self._can_fuse()
+        if metrics is not None and not isinstance(metrics, (list, tuple)):
+            raise ValueError(f"metrics must be a list, e.g. metrics=['accuracy']; received {metrics!r}.")
+        new_optimizer = _optimizers.get(optimizer)
+        new_loss = _losses.get(loss)
+        specs = list(metrics or [])
+        new_metrics = self._resolve_metrics(specs, new_loss)
+        self.optimizer, self.loss, self._metric_specs, self.metrics = new_optimizer, new_loss, specs, new_metrics
+        self._after_change()
 
-    def _resolve_metrics(self) -> None:
+    def _resolve_metrics(self, specs: list, loss: _losses.Loss) -> list[_metrics.Metric]:
         units = self.output_shape[-1] if self.built and self.output_shape else None
         if units is None and self.layers and hasattr(self.layers[-1], "units"):
             units = self.layers[-1].units
-        self.metrics = [_metrics.get(m, self.loss, units) for m in self._metric_specs]
-        self._metric_names = [m.name for m in self.metrics]
+        resolved = [_metrics.get(m, loss, units) for m in specs]
+        return _metrics.unique_names(resolved)
 
     @property
     def compiled(self) -> bool:
         return self.optimizer is not None and self.loss is not None
+
+    @property
+    def metrics_names(self) -> list[str]:
+        """``["loss", *metric names]``, in the order ``evaluate`` returns them."""
+        return ["loss", *(m.name for m in self.metrics)]
 
     # -- checks shared by fit / evaluate / predict ----------------------------------------
     def _require_compiled(self, what: str) -> None:
@@ -153,11 +311,11 @@ class Sequential:
 
     def _check_backend(self) -> _backend.Backend:
         current = _backend.get_backend()
-        if self._backend is not None and self._backend != current:
+        if self.backend is not None and self.built and self.backend != current:
             raise RuntimeError(
-                f"This model lives on {self._backend.describe()}, but the current backend is "
+                f"This model lives on {self.backend.describe()}, but the current backend is "
                 f"{current.describe()}. Call model.to_backend() to move it to the current backend, "
-                f"or switch back with nnx.set_backend({self._backend.name!r})."
+                f"or switch back with nnx.set_backend({self.backend.name!r})."
             )
         return current
 
@@ -169,248 +327,177 @@ class Sequential:
                 raise ValueError(f"Expected x of shape (n, features), received shape {tuple(x.shape)}.")
             self.build(tuple(int(d) for d in x.shape[1:]))
             if self.loss is not None:
-                self._resolve_metrics()
+                self.metrics = self._resolve_metrics(self._metric_specs, self.loss)
 
     def _prepare(self, x: Any, y: Any, backend: _backend.Backend, what: str = "") -> tuple[Any, Any]:
         """Validate and convert (x, y) once; device-resident results, or host when too large."""
         x = _data.to_array(x, backend, f"{what}x")
         y = _data.to_array(y, backend, f"{what}y")
         self._ensure_built(x)
-        _data.check_x(x, self.input_shape, backend)
-        y = _data.check_y(y, int(x.shape[0]), self.loss, self.output_shape, backend)
-        x = _data.cast(x, self._dtype, backend)
-        y = _data.cast(y, "int64" if self.loss.sparse_labels else self._dtype, backend)
-        if _data.is_host(x) and _data.fits_on_device(x.nbytes + y.nbytes, backend):
+        x = _data.cast(x, self.dtype, backend)
+        _data.check_x(x, self.input_shape, backend, what)
+        y = _data.check_y(y, int(x.shape[0]), self.loss, self.output_shape, backend, what)
+        y = _data.cast(y, "int64" if self.loss.sparse_labels else self.dtype, backend)
+        if _data.is_host(y) and not self.loss.sparse_labels:
+            _data.check_finite(y, backend, f"{what}y")
+        if _data.is_host(x) and backend.ops.fits_in_memory(x.nbytes + y.nbytes):
             x, y = backend.from_host(x), backend.from_host(y)
         return x, y
 
-    @property
-    def _dtype(self) -> str:
-        return self.layers[0].dtype if self.layers else _backend.floatx()
+    def _prepare_x(self, x: Any, backend: _backend.Backend) -> Any:
+        x = _data.to_array(x, backend, "x")
+        self._ensure_built(x)
+        x = _data.cast(x, self.dtype, backend)
+        _data.check_x(x, self.input_shape, backend)
+        if _data.is_host(x) and backend.ops.fits_in_memory(x.nbytes):
+            x = backend.from_host(x)
+        return x
 
     # -- training --------------------------------------------------------------------------
-    def fit(self, x: Any, y: Any, epochs: int = 1, batch_size: int = 32, shuffle: bool = True,
-            validation_split: float = 0.0, validation_data: tuple[Any, Any] | None = None,
-            verbose: int | str = "auto", callbacks: list[_callbacks.Callback] | None = None,
+    def fit(self, x: Any, y: Any, batch_size: int | None = None, epochs: int = 1, verbose: int | str = "auto",
+            callbacks: list[_callbacks.Callback] | _callbacks.Callback | None = None, validation_split: float = 0.0,
+            validation_data: tuple[Any, Any] | None = None, shuffle: bool = True,
             initial_epoch: int = 0) -> _callbacks.History:
-        """Train for ``epochs`` passes over (x, y) in shuffled mini-batches; returns a ``History``."""
+        """Train for ``epochs`` passes over (x, y) in mini-batches.
+
+        Args:
+            x: inputs, shape (n, *input_shape): a numpy array, nested lists, or an array of the
+                current backend.
+            y: targets: (n, units), (n,) for one unit, or integer labels (n,) for a sparse loss.
+            batch_size: samples per step (None means 32).
+            epochs: the epoch to stop at (epochs run: ``epochs - initial_epoch``).
+            verbose: 0 silent, 1 a live progress bar, 2 one line per epoch, "auto" (1 on a
+                terminal, else 2).
+            callbacks: a ``Callback`` or a list of them.
+            validation_split: the fraction of the samples held out for validation, taken from the
+                *end* of x and y before any shuffling (as Keras: the training part is the first
+                ``floor(n * (1 - validation_split))`` samples). Shuffle class-sorted data first.
+            validation_data: ``(x_val, y_val)``; takes precedence over ``validation_split``.
+            shuffle: reshuffle the training samples before each epoch.
+            initial_epoch: the epoch to start from (for resuming).
+
+        Returns:
+            A ``History`` whose ``history`` maps "loss", the metric names and their "val_"
+            versions to one float per epoch.
+
+        Raises:
+            RuntimeError: the model is not compiled, or lives on another backend.
+            ValueError: bad arguments or data (wrong width, mismatched lengths, NaN or inf, labels
+                out of range), before any weight changes.
+
+        >>> history = model.fit(x, y, epochs=10, batch_size=32, validation_split=0.2)
+        """
         self._require_compiled("training")
         backend = self._check_backend()
-        _check_positive_int(epochs, "epochs")
-        _check_positive_int(batch_size, "batch_size")
-        if not 0.0 <= validation_split < 1.0:
-            raise ValueError(f"validation_split must be in [0, 1); received {validation_split!r}.")
+        batch_size = 32 if batch_size is None else as_int(batch_size, "batch_size")
+        epochs = as_int(epochs, "epochs", minimum=0)
+        initial_epoch = as_int(initial_epoch, "initial_epoch", minimum=0)
+        if isinstance(validation_split, bool) or not isinstance(validation_split, (int, float)) \
+                or not 0.0 <= float(validation_split) < 1.0:
+            raise ValueError(f"validation_split must be a float in [0, 1); received {validation_split!r}.")
         verbose = _progbar.resolve_verbose(verbose)
         x_all = _data.to_array(x, backend, "x")
         y_all = _data.to_array(y, backend, "y")
         if validation_split and validation_data is None:
             n_all = int(x_all.shape[0])
-            if int(y_all.shape[0]) != n_all:
-                raise ValueError(f"x and y must have the same number of samples: {n_all} in x, received {int(y_all.shape[0])} in y.")
-            split = int(math.ceil(n_all * (1.0 - validation_split)))
+            if y_all.ndim == 0 or int(y_all.shape[0]) != n_all:
+                received = "a scalar" if y_all.ndim == 0 else f"{int(y_all.shape[0])} in y"
+                raise ValueError(f"x and y must have the same number of samples: {n_all} in x, received {received}.")
+            split = int(math.floor(n_all * (1.0 - float(validation_split))))
             if split == 0 or split == n_all:
                 raise ValueError(f"validation_split={validation_split} leaves no samples for "
                                  f"{'training' if split == 0 else 'validation'} out of {n_all}.")
             validation_data = (x_all[split:, ...], y_all[split:, ...])
             x_all, y_all = x_all[:split, ...], y_all[:split, ...]
-        x, y = self._prepare(x_all, y_all, backend)
-        val = None
+        xt, yt = self._prepare(x_all, y_all, backend)
+        if int(xt.shape[0]) == 0:
+            raise ValueError("fit needs at least one sample; received x with 0 samples.")
+        validation = None
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise ValueError("validation_data must be a tuple (x_val, y_val).")
-            val = self._prepare(validation_data[0], validation_data[1], backend, what="validation ")
-
-        n = int(x.shape[0])
-        steps = math.ceil(n / batch_size)
-        history = _callbacks.History()
-        cbs = _callbacks.CallbackList([*(callbacks or []), history], self,
-                                      {"epochs": epochs, "steps": steps, "verbose": verbose, "batch_size": batch_size})
+            xv, yv = self._prepare(validation_data[0], validation_data[1], backend, what="validation ")
+            if int(xv.shape[0]) == 0:
+                raise ValueError("validation_data needs at least one sample; received 0.")
+            validation = _training.Batches([xv, yv], batch_size, backend)
         if self._shuffle_rng is None:
             self._shuffle_rng = _random.new_generator()
-        self.stop_training = self._stop_now = False
-        self.history = history
-        cbs.call("on_train_begin", {})
-        for epoch in range(initial_epoch, epochs):
-            cbs.call("on_epoch_begin", epoch, {})
-            if verbose:
-                print(f"Epoch {epoch + 1}/{epochs}", end="\n" if verbose == 1 else " - ", flush=True)
-            bar = _progbar.Progbar(steps, verbose)
-            logs, steps_done = self._run_epoch(x, y, batch_size, shuffle, backend, cbs, bar)
-            if val is not None and not self._stop_now:
-                val_logs = self._evaluate_arrays(*val, batch_size, backend)
-                logs.update({f"val_{k}": v for k, v in val_logs.items()})
-            cbs.call("on_epoch_end", epoch, logs)
-            bar.update(steps_done, final=True, extra=logs)
-            if self.stop_training:
-                break
-        cbs.call("on_train_end", {})
-        return history
-
-    def _run_epoch(self, x, y, batch_size, shuffle, backend, cbs, bar) -> tuple[dict[str, float], int]:
-        """One pass over the data; returns the epoch's mean loss and metrics, and the steps run."""
-        xp = backend.xp
-        n = int(x.shape[0])
-        steps = bar.target
-        on_device = not _data.is_host(x)
-        order = order_dev = None
-        if shuffle:
-            order = self._shuffle_rng.permutation(n)
-            if on_device:
-                order_dev = backend.from_host(order)  # one transfer per epoch; batches gather on the device
-        sums: dict[str, Any] = {"loss": 0.0, **{name: 0.0 for name in self._metric_names}}
-        metrics = [(m.name, m) for m in self.metrics]
-        live_bar = bar.verbose == 1
-        seen = done = 0
-        for step in range(steps):
-            start, stop = step * batch_size, min(n, (step + 1) * batch_size)
-            if order is None:
-                xb, yb = x[start:stop, ...], y[start:stop, ...]
-            else:
-                xb = _data.take_rows(x, order[start:stop], None if order_dev is None else order_dev[start:stop], backend)
-                yb = _data.take_rows(y, order[start:stop], None if order_dev is None else order_dev[start:stop], backend)
-            if not on_device:
-                xb, yb = backend.from_host(xb), backend.from_host(yb)
-            loss, p = self._train_step(xb, yb, backend)
-            sums["loss"] = sums["loss"] + loss * (stop - start)
-            for name, metric in metrics:
-                sums[name] = sums[name] + metric.batch_total(xp, yb, p)
-            seen, done = stop, step + 1
-            if cbs.wants_batches:
-                cbs.call("on_batch_end", step, _callbacks.BatchLogs(sums, seen))
-                if self._stop_now:
-                    break
-            if live_bar:
-                bar.update(done, lambda: _callbacks.BatchLogs(sums, seen))
-        return {k: float(v) / max(seen, 1) for k, v in sums.items()}, done
-
-    def _forward(self, x: Any, training: bool) -> Any:
-        for layer in self.layers:
-            x = layer.forward(x, training=training)
-        return x
-
-    def _train_step(self, x: Any, y: Any, backend: _backend.Backend) -> tuple[Any, Any]:
-        scale = self.optimizer.gradient_scale()  # SGD: lr, folded into the loss gradient
-        loss, p, params, grads = self.compute_gradients(x, y, backend, grad_scale=scale)
-        self.optimizer.apply(params, grads, backend, grad_scale=scale)
-        return loss, p
-
-    def compute_gradients(self, x: Any, y: Any, backend: _backend.Backend | None = None,
-                          grad_scale: float = 1.0) -> tuple[Any, Any, list, list]:
-        """Forward and backward on one batch of device arrays, without an update.
-
-        Returns (loss, predictions, trainable weights, their gradients); the gradients are
-        multiplied by ``grad_scale``."""
-        backend = backend or self._backend
-        xp = backend.xp
-        p = self._forward(x, training=True)
-        if self._fused:
-            loss, dz = self.loss.fused_value_and_gradient(backend, y, p, grad_scale)
-        else:
-            loss = self.loss.forward(xp, y, p)
-        for layer in self.layers:
-            penalty = layer.regularization_loss()
-            if not (isinstance(penalty, float) and penalty == 0.0):
-                loss = loss + penalty
-        if self._fused:
-            dy = self.layers[-1].backward_from_logits(dz)
-            rest = self.layers[:-1]
-        else:
-            dy = self.loss.backward(xp, y, p)
-            if grad_scale != 1.0:
-                dy = dy * grad_scale
-            rest = self.layers
-        for layer in reversed(rest):
-            dy = layer.backward(dy)
-        params, grads = [], []
-        for layer in self.layers:
-            weights = layer.weights if layer.trainable else None
-            if weights:
-                params.extend(weights)
-                penalty = layer.regularization_gradients()
-                if penalty is None:
-                    grads.extend(layer.grads)
-                else:
-                    grads.extend(g if r is None else g + grad_scale * r for g, r in zip(layer.grads, penalty))
-        return loss, p, params, grads
+        train = _training.Batches([xt, yt], batch_size, backend, rng=self._shuffle_rng if shuffle else None)
+        loop = _training.Loop(self, backend, callbacks, verbose,
+                              {"fit": True, "epochs": epochs, "steps": len(train), "verbose": verbose,
+                               "batch_size": batch_size})
+        self.history = loop.history
+        return loop.fit(train, epochs, initial_epoch, validation)
 
     def train_on_batch(self, x: Any, y: Any) -> float:
         """One optimizer step on one batch; returns its loss."""
         self._require_compiled("training")
         backend = self._check_backend()
         x, y = self._prepare(x, y, backend)
+        if int(x.shape[0]) == 0:
+            raise ValueError("train_on_batch needs at least one sample; received 0.")
         if _data.is_host(x):
             x, y = backend.from_host(x), backend.from_host(y)
-        loss, _ = self._train_step(x, y, backend)
+        loss, _ = _training.Loop(self, backend, None, 0, {}).train_step(x, y)
         return float(loss)
 
     # -- inference -------------------------------------------------------------------------
-    def evaluate(self, x: Any, y: Any, batch_size: int = 32, verbose: int | str = 0,
-                 return_dict: bool = False) -> float | list[float] | dict[str, float]:
-        """The loss (and metrics) over (x, y): a float, ``[loss, *metrics]``, or a dict."""
+    def evaluate(self, x: Any, y: Any, batch_size: int | None = None, verbose: int | str = 0,
+                 return_dict: bool = False, callbacks: Any = None) -> float | list[float] | dict[str, float]:
+        """The loss (with weight penalties) and metrics over (x, y), in inference mode.
+
+        Returns a float when there are no metrics, else ``[loss, *metrics]`` in the order of
+        ``metrics_names``, or a dict with ``return_dict=True``.
+
+        >>> loss, acc = model.evaluate(x_test, y_test)
+        """
         self._require_compiled("evaluation")
         backend = self._check_backend()
-        _check_positive_int(batch_size, "batch_size")
+        batch_size = 32 if batch_size is None else as_int(batch_size, "batch_size")
         x, y = self._prepare(x, y, backend)
-        logs = self._evaluate_arrays(x, y, batch_size, backend, verbose=_progbar.resolve_verbose(verbose))
+        if int(x.shape[0]) == 0:
+            raise ValueError("evaluate needs at least one sample; received x with 0 samples.")
+        loop = _training.Loop(self, backend, callbacks, _progbar.resolve_verbose(verbose), {})
+        logs = loop.evaluate(_training.Batches([x, y], batch_size, backend))
         if return_dict:
             return logs
         values = list(logs.values())
         return values[0] if len(values) == 1 else values
 
-    def _evaluate_arrays(self, x, y, batch_size, backend, verbose: int = 0) -> dict[str, float]:
-        xp = backend.xp
-        n = int(x.shape[0])
-        steps = math.ceil(n / batch_size)
-        bar = _progbar.Progbar(steps, verbose)
-        sums: dict[str, Any] = {"loss": 0.0, **{name: 0.0 for name in self._metric_names}}
-        for step in range(steps):
-            start, stop = step * batch_size, min(n, (step + 1) * batch_size)
-            xb, yb = _data.slice_rows(x, start, stop), _data.slice_rows(y, start, stop)
-            if _data.is_host(xb):
-                xb, yb = backend.from_host(xb), backend.from_host(yb)
-            p = self._forward(xb, training=False)
-            sums["loss"] = sums["loss"] + self.loss.forward(xp, yb, p) * (stop - start)
-            for metric in self.metrics:
-                sums[metric.name] = sums[metric.name] + metric.batch_total(xp, yb, p)
-            if verbose == 1:
-                bar.update(step + 1, lambda: _callbacks.BatchLogs(sums, stop))
-        reg = sum(float(layer.regularization_loss()) for layer in self.layers)
-        logs = {k: float(v) / max(n, 1) for k, v in sums.items()}
-        logs["loss"] += reg
-        bar.update(steps, lambda: {}, final=True, extra=logs)
-        return logs
+    def test_on_batch(self, x: Any, y: Any, return_dict: bool = False) -> float | list[float] | dict[str, float]:
+        """``evaluate`` on one batch."""
+        return self.evaluate(x, y, batch_size=max(1, len(_data.to_array(x, self._check_backend(), "x"))),
+                             return_dict=return_dict)
 
-    def predict(self, x: Any, batch_size: int | None = None, verbose: int | str = 0) -> Any:
-        """Outputs for ``x``, computed batch by batch, as an array of the current backend."""
+    def predict(self, x: Any, batch_size: int | None = None, verbose: int | str = 0, callbacks: Any = None) -> Any:
+        """Outputs for ``x``, computed batch by batch in inference mode, as an array of the
+        current backend.
+
+        >>> probabilities = model.predict(x_test)
+        """
         backend = self._check_backend()
-        batch_size = 32 if batch_size is None else batch_size
-        _check_positive_int(batch_size, "batch_size")
-        x = _data.to_array(x, backend, "x")
-        self._ensure_built(x)
-        _data.check_x(x, self.input_shape, backend)
-        verbose = _progbar.resolve_verbose(verbose)
-        n = int(x.shape[0])
-        steps = math.ceil(n / batch_size)
-        bar = _progbar.Progbar(steps, verbose)
-        outputs = []
-        for step in range(steps):
-            xb = _data.slice_rows(x, step * batch_size, min(n, (step + 1) * batch_size))
-            xb = backend.from_host(_data.cast(xb, self._dtype, backend)) if _data.is_host(xb) else _data.cast(xb, self._dtype, backend)
-            outputs.append(self._forward(xb, training=False))
-            if verbose == 1:
-                bar.update(step + 1)
-        bar.update(steps, final=True)
+        batch_size = 32 if batch_size is None else as_int(batch_size, "batch_size")
+        x = self._prepare_x(x, backend)
+        loop = _training.Loop(self, backend, callbacks, _progbar.resolve_verbose(verbose), {})
+        outputs = loop.predict(_training.Batches([x], batch_size, backend))
         if not outputs:
-            return backend.xp.zeros((0, *self.output_shape), dtype=backend.dtype(self._dtype), device=backend.device)
+            return backend.xp.zeros((0, *self.output_shape), dtype=backend.dtype(self.dtype), device=backend.device)
         return outputs[0] if len(outputs) == 1 else backend.xp.concat(outputs, axis=0)
+
+    def predict_on_batch(self, x: Any) -> Any:
+        """The outputs for one batch ``x``."""
+        backend = self._check_backend()
+        x = self._prepare_x(x, backend)
+        if _data.is_host(x):
+            x = backend.from_host(x)
+        return self.forward(x, training=False)[0]
 
     def __call__(self, x: Any, training: bool = False) -> Any:
         backend = self._check_backend()
-        x = _data.to_array(x, backend, "x")
-        self._ensure_built(x)
+        x = self._prepare_x(x, backend)
         if _data.is_host(x):
-            x = backend.from_host(_data.cast(x, self._dtype, backend))
-        return self._forward(x, training=training)
+            x = backend.from_host(x)
+        return self.forward(x, training=training)[0]
 
     # -- weights ---------------------------------------------------------------------------
     def get_weights(self) -> list[Any]:
@@ -418,44 +505,53 @@ class Sequential:
         return [w for layer in self.layers for w in layer.get_weights()]
 
     def set_weights(self, weights: list[Any]) -> None:
-        """Replace every weight; counts and shapes are checked before anything changes."""
+        """Replace every weight; counts, shapes and values are checked before anything changes."""
+        weights = list(weights)
         expected = sum(len(layer.weights) for layer in self.layers)
         if len(weights) != expected:
             raise ValueError(f"Expected a list of {expected} weight arrays, received {len(weights)}.")
-        shapes = [tuple(w.shape) for w in self.weights]
-        for i, (w, shape) in enumerate(zip(weights, shapes)):
-            if tuple(_backend.to_numpy(w).shape) != shape:
-                raise ValueError(f"Weight {i} expects shape {shape}, received {tuple(_backend.to_numpy(w).shape)}.")
-        i = 0
+        checked, i = [], 0
         for layer in self.layers:
             k = len(layer.weights)
-            layer.set_weights(weights[i:i + k])
+            checked.append(layer.check_weights(weights[i:i + k]))
             i += k
+        for layer, hosts in zip(self.layers, checked):
+            layer.set_weights(hosts)
+
+    def check_weights(self, weights: list[Any]) -> list[Any]:
+        weights = list(weights)
+        out, i = [], 0
+        if len(weights) != len(self.weights):
+            raise ValueError(f"Expected a list of {len(self.weights)} weight arrays, received {len(weights)}.")
+        for layer in self.layers:
+            k = len(layer.weights)
+            out += layer.check_weights(weights[i:i + k])
+            i += k
+        return out
 
     def count_params(self) -> int:
         return sum(layer.count_params() for layer in self.layers)
 
-    def to_backend(self, name: str | None = None, device: Any = None) -> "Sequential":
+    def to_backend(self, name: str | _backend.Backend | None = None, device: Any = None) -> "Sequential":
         """Move the weights and optimizer state onto backend ``name`` (None: the current one)."""
-        target = _backend.get_backend() if name is None else _backend._create(name, device)
+        if isinstance(name, _backend.Backend):
+            target = name
+        else:
+            target = _backend.get_backend() if name is None else _backend._create(name, device)
         if self.optimizer is not None:
             self.optimizer.to_backend(target, _backend.to_numpy)
         for layer in self.layers:
             if layer.built:
                 layer.to_backend(target)
         if self.built:
-            self._backend = target
+            self.backend = target
         return self
-
-    @property
-    def backend(self) -> _backend.Backend | None:
-        """The backend this model's weights live on."""
-        return self._backend
 
     # -- config ----------------------------------------------------------------------------
     def get_config(self) -> dict:
         return {
             "name": self.name,
+            "trainable": self.trainable,
             "input_shape": None if self.input_shape is None else list(self.input_shape),
             "layers": [_layers.serialize(layer) for layer in self.layers],
         }
@@ -463,19 +559,34 @@ class Sequential:
     @classmethod
     def from_config(cls, config: dict) -> "Sequential":
         """Same architecture with fresh weights (built on the current backend when the input shape is known)."""
+        if not isinstance(config, dict):
+            raise ValueError(f"A Sequential config must be a dict; received {type(config).__name__}.")
+        layers = config.get("layers", [])
+        if not isinstance(layers, list):
+            raise ValueError(f"A Sequential config's layers must be a list; received {type(layers).__name__}.")
         model = cls(name=config.get("name"))
-        for layer_config in config.get("layers", []):
+        for layer_config in layers:
             model.add(_layers.deserialize(layer_config))
-        if config.get("input_shape") is not None:
-            model.build(tuple(config["input_shape"]))
+        if config.get("input_shape") is not None and not model.built:
+            from .layers.base import shape_tuple
+
+            model.build(shape_tuple(config["input_shape"], "input_shape"))
+        if config.get("trainable") is False:
+            model.trainable = False
         return model
 
+    def to_json(self) -> str:
+        """The architecture as a JSON string (``nnx.models.model_from_json`` reads it)."""
+        import json
+
+        return json.dumps({"class_name": "Sequential", "config": self.get_config()})
+
     def summary(self, print_fn: Any = None, line_length: int = 72) -> None:
-        """Print a Keras-style table: Layer (type), Output Shape, Param #, and the totals."""
+        """Print a Keras-style table: Layer (type), Output Shape, Param #, and the totals
+        (trainable and non-trainable apart)."""
         from .summary import render
 
-        text = render(self, line_length)
-        (print_fn or print)(text)
+        (print_fn or print)(render(self, line_length))
 
     def save(self, filepath: str) -> None:
         """Save architecture, weights, compile config and optimizer state to one ``.nnx`` file."""
@@ -493,10 +604,80 @@ class Sequential:
 
         load_weights(self, filepath)
 
+    # -- copying ---------------------------------------------------------------------------
+    def __reduce__(self):
+        """Pickle and ``copy.deepcopy`` carry nnx's own file format (never pickled objects)."""
+        return (_from_file_bytes, (_to_file_bytes(self),))
+
+    def __deepcopy__(self, memo):
+        return _from_file_bytes(_to_file_bytes(self))
+
     def __repr__(self) -> str:
         return f"<Sequential name={self.name!r} layers={len(self.layers)} built={self.built}>"
 
 
-def _check_positive_int(value: Any, what: str) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"{what} must be a positive int; received {value!r}.")
+def _to_file_bytes(model: Sequential) -> bytes:
+    import os
+    import tempfile
+
+    if not model.built:
+        import json
+
+        return b"CONFIG" + json.dumps(model.get_config()).encode("utf-8")
+    folder = tempfile.mkdtemp(prefix="nnx-copy-")
+    path = os.path.join(folder, "model.nnx")
+    try:
+        model.save(path)
+        with open(path, "rb") as f:
+            return f.read()
+    finally:
+        if os.path.exists(path):
+            os.remove(path)
+        os.rmdir(folder)
+
+
+def _from_file_bytes(blob: bytes) -> Sequential:
+    import os
+    import tempfile
+
+    if blob.startswith(b"CONFIG"):
+        import json
+
+        return Sequential.from_config(json.loads(blob[6:].decode("utf-8")))
+    from .saving import load_model
+
+    folder = tempfile.mkdtemp(prefix="nnx-copy-")
+    path = os.path.join(folder, "model.nnx")
+    try:
+        with open(path, "wb") as f:
+            f.write(blob)
+        return load_model(path)
+    finally:
+        if os.path.exists(path):
+            os.remove(path)
+        os.rmdir(folder)
+
+
+def model_from_json(text: str) -> Sequential:
+    """A ``Sequential`` (fresh weights) from ``model.to_json()``."""
+    import json
+
+    try:
+        config = json.loads(text)
+    except (ValueError, RecursionError) as e:
+        raise ValueError(f"Not a model JSON string: {e}") from None
+    if isinstance(config, dict) and "class_name" in config:
+        if config.get("class_name") != "Sequential":
+            raise ValueError(f"Expected a Sequential model JSON; received class {config.get('class_name')!r}.")
+        config = config.get("config")
+    return Sequential.from_config(config)
+
+
+def load_model(filepath: str) -> Sequential:
+    """Load a model saved with ``model.save`` (same as ``nnx.load_model``)."""
+    from .saving import load_model as _load
+
+    return _load(filepath)
+
+
+_layers.registry.add(Sequential, "Sequential")

@@ -1,30 +1,42 @@
 """Optimizers: SGD (momentum, Nesterov), Adam and RMSprop, with Keras's update rules.
 
-Updates are in place (``w -= ...``) so layers keep their arrays; state arrays live on the
-parameters' device. One step counter, ``iterations``, counts steps (not parameters). A backend's
-fused kernel (``backend.kernels["<name>_update"]``) replaces the portable update when present.
+``apply(grads)`` takes a dict from weight record to gradient and updates each weight in place
+(layers keep their arrays); the gradients are consumed (the update may overwrite them). Slot
+arrays (momentum, moments) are keyed by weight record and live on the weights' device. One step
+counter, ``iterations``, counts steps. The arithmetic is the backend's (``backend.ops``).
 """
 from __future__ import annotations
 
 import math
 from typing import Any
 
+from .registry import Registry
+
+
+def _check_float(value: Any, what: str, low: float, high: float, low_open: bool = False, high_open: bool = False) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        v = math.nan
+    if isinstance(value, bool) or not math.isfinite(v) or v < low or v > high or (low_open and v == low) or (high_open and v == high):
+        lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
+        raise ValueError(f"{what} must be a float in {lo}{low}, {high}{hi}; received {value!r}.")
+    return v
+
 
 class Optimizer:
-    """Base class: ``apply(params, grads)`` updates ``params`` in place.
+    """Base class: ``apply(grads)`` updates each weight record in ``grads`` in place.
 
     >>> opt = nnx.optimizers.Adam(learning_rate=1e-3); opt.learning_rate = 1e-4
     """
 
     name = ""
-    slots: tuple[str, ...] = ()  # names of the per-parameter state arrays
-    linear_in_gradient = False  # True: the update takes gradients at any scale (``apply``'s grad_scale)
+    slots: tuple[str, ...] = ()  # names of the per-weight state arrays
 
     def __init__(self, learning_rate: float = 0.01):
         self.learning_rate = learning_rate
         self.iterations = 0
-        self._state: list[list[Any]] = []  # per parameter: one array per slot
-        self._kernel = None
+        self._slots: dict[Any, list[Any]] = {}  # weight record -> one array per slot
 
     @property
     def learning_rate(self) -> float:
@@ -32,41 +44,24 @@ class Optimizer:
 
     @learning_rate.setter
     def learning_rate(self, value: float) -> None:
-        value = float(value)
-        if not math.isfinite(value) or value < 0:
-            raise ValueError(f"learning_rate must be a finite non-negative float; received {value!r}.")
-        self._learning_rate = value
+        self._learning_rate = _check_float(value, "learning_rate", 0.0, math.inf, high_open=True)
 
-    def build(self, params: list[Any], backend: Any) -> None:
-        xp = backend.xp
-        self._state = [[xp.zeros(w.shape, dtype=w.dtype, device=backend.device) for _ in self.slots] for w in params]
-        self._kernel = backend.kernels.get(f"{self.name}_update")
+    def _slots_for(self, weight: Any, backend: Any) -> list[Any]:
+        slots = self._slots.get(weight)
+        if slots is None:
+            xp, w = backend.xp, weight.value
+            slots = self._slots[weight] = [xp.zeros(w.shape, dtype=w.dtype, device=backend.device) for _ in self.slots]
+        return slots
 
-    def gradient_scale(self) -> float:
-        """A factor the model may fold into the loss gradient, so that gradients arrive already
-        multiplied by it (``apply(..., grad_scale=...)``); 1.0 when folding gains nothing."""
-        return 1.0
-
-    def apply(self, params: list[Any], grads: list[Any], backend: Any, grad_scale: float = 1.0) -> None:
-        """One step: update every parameter in place from its gradient.
-
-        ``grad_scale``: the gradients arrive multiplied by this factor (see ``gradient_scale``).
-        The gradient arrays are consumed: the update may overwrite them."""
-        if len(self._state) != len(params):
-            self.build(params, backend)
+    def apply(self, grads: dict[Any, Any], backend: Any) -> None:
+        """One step: update every weight record in ``grads`` in place (the gradients are consumed)."""
         self.iterations += 1
-        xp = backend.xp
-        if grad_scale != 1.0 and not self.linear_in_gradient:
-            grads = [g * (1.0 / grad_scale) for g in grads]
-            grad_scale = 1.0
-        for w, g, state in zip(params, grads, self._state):
-            if self._kernel is not None:
-                self._kernel(self, w, g, state, grad_scale)
-            else:
-                self.update(xp, w, g, state, grad_scale)
+        ops = backend.ops
+        for weight, g in grads.items():
+            self.update(ops, weight.value, g, self._slots_for(weight, backend))
 
-    def update(self, xp: Any, w: Any, g: Any, state: list[Any], grad_scale: float = 1.0) -> None:
-        """Update ``w`` in place from ``g`` (which holds ``grad_scale`` times the gradient)."""
+    def update(self, ops: Any, w: Any, g: Any, slots: list[Any]) -> None:
+        """Update the array ``w`` in place from its gradient ``g`` (consumed) and its slots."""
         raise NotImplementedError
 
     # -- config and state ------------------------------------------------------------------
@@ -77,71 +72,58 @@ class Optimizer:
     def from_config(cls, config: dict) -> "Optimizer":
         return cls(**config)
 
-    def get_state(self, to_numpy) -> dict:
-        """Step count and slot arrays (host numpy) for saving."""
-        return {"iterations": self.iterations, "slots": [[to_numpy(a) for a in s] for s in self._state]}
+    def get_state(self, to_numpy, weights: list[Any] | None = None) -> dict:
+        """Step count and slot arrays (host numpy) for saving, in the order of ``weights``
+        (default: the order the weights were first updated)."""
+        order = list(self._slots) if weights is None else [w for w in weights if w in self._slots]
+        return {"iterations": self.iterations, "slots": [[to_numpy(a) for a in self._slots[w]] for w in order]}
 
     def set_state(self, state: dict, backend: Any, params: list[Any]) -> None:
-        """Restore ``get_state()`` output onto ``backend`` for ``params``."""
+        """Restore ``get_state()`` output onto ``backend`` for the weight records ``params``;
+        shapes are checked before anything changes."""
         slots = state["slots"]
-        expected = [[tuple(w.shape)] * len(self.slots) for w in params]
-        received = [[tuple(a.shape) for a in s] for s in slots]
-        if slots and received != expected:
-            raise ValueError(f"Optimizer state does not match the model's weights: expected slot shapes "
-                             f"{expected}, received {received}.")
-        self.build(params, backend)
         if slots:
-            self._state = [[backend.from_host(a.astype(_dtype_name(w), copy=False)) for a in s]
-                           for s, w in zip(slots, params)]
-        self.iterations = int(state["iterations"])
+            expected = [[tuple(w.shape)] * len(self.slots) for w in params]
+            received = [[tuple(a.shape) for a in s] for s in slots]
+            if received != expected:
+                raise ValueError(f"Optimizer state does not match the model's weights: expected slot shapes "
+                                 f"{expected}, received {received}.")
+        iterations = int(state["iterations"])
+        if iterations < 0:
+            raise ValueError(f"Optimizer iterations must be >= 0; received {iterations}.")
+        self._slots = {w: [backend.from_host(a.astype(str(w.numpy().dtype), copy=False)) for a in s]
+                       for s, w in zip(slots, params)}
+        self.iterations = iterations
 
     def to_backend(self, backend: Any, to_numpy) -> None:
-        self._state = [[backend.from_host(to_numpy(a)) for a in s] for s in self._state]
-        self._kernel = backend.kernels.get(f"{self.name}_update")
+        self._slots = {w: [backend.from_host(to_numpy(a)) for a in s] for w, s in self._slots.items()}
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({args})"
 
 
-def _dtype_name(w: Any) -> str:
-    return str(w.dtype).split(".")[-1]
-
-
 class SGD(Optimizer):
     """Stochastic gradient descent; with momentum: v = m v - lr g; w += v (Nesterov: w += m v - lr g).
+
+    Args:
+        learning_rate: the step size (default 0.01).
+        momentum: in [0, 1] (default 0, plain SGD).
+        nesterov: Nesterov momentum.
 
     >>> nnx.optimizers.SGD(learning_rate=0.1, momentum=0.9, nesterov=True)
     """
 
     name = "sgd"
-    linear_in_gradient = True
 
     def __init__(self, learning_rate: float = 0.01, momentum: float = 0.0, nesterov: bool = False):
         super().__init__(learning_rate)
-        if not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"momentum must be in [0, 1]; received {momentum!r}.")
-        self.momentum = float(momentum)
+        self.momentum = _check_float(momentum, "momentum", 0.0, 1.0)
         self.nesterov = bool(nesterov)
         self.slots = ("momentum",) if self.momentum else ()
 
-    def gradient_scale(self) -> float:
-        # every SGD update is linear in lr * g: gradients that arrive scaled by lr save a pass
-        return self.learning_rate if self.learning_rate > 0 else 1.0
-
-    def update(self, xp, w, g, state, grad_scale=1.0):
-        lr = self.learning_rate / grad_scale
-        step = g if lr == 1.0 else lr * g
-        if not self.momentum:
-            w -= step
-            return
-        (v,) = state
-        v *= self.momentum
-        v -= step
-        if self.nesterov:
-            w += self.momentum * v - step
-        else:
-            w += v
+    def update(self, ops, w, g, slots):
+        ops.sgd_update(w, g, slots[0] if slots else None, self.learning_rate, self.momentum, self.nesterov)
 
     def get_config(self):
         return {"learning_rate": self.learning_rate, "momentum": self.momentum, "nesterov": self.nesterov}
@@ -149,6 +131,11 @@ class SGD(Optimizer):
 
 class Adam(Optimizer):
     """Adam: m += (1-b1)(g - m); v += (1-b2)(g^2 - v); w -= lr sqrt(1-b2^t)/(1-b1^t) m/(sqrt(v)+eps).
+
+    Args:
+        learning_rate: default 0.001.
+        beta_1, beta_2: the moments' decay rates, in [0, 1) (defaults 0.9, 0.999).
+        epsilon: added to sqrt(v), > 0 (default 1e-7).
 
     >>> nnx.optimizers.Adam(learning_rate=1e-3)
     """
@@ -158,17 +145,17 @@ class Adam(Optimizer):
 
     def __init__(self, learning_rate: float = 0.001, beta_1: float = 0.9, beta_2: float = 0.999, epsilon: float = 1e-7):
         super().__init__(learning_rate)
-        self.beta_1, self.beta_2, self.epsilon = float(beta_1), float(beta_2), float(epsilon)
+        self.beta_1 = _check_float(beta_1, "beta_1", 0.0, 1.0, high_open=True)
+        self.beta_2 = _check_float(beta_2, "beta_2", 0.0, 1.0, high_open=True)
+        self.epsilon = _check_float(epsilon, "epsilon", 0.0, math.inf, low_open=True, high_open=True)
 
     def step_size(self) -> float:
+        """The bias-corrected step of the current iteration, from the current learning rate."""
         t = self.iterations
         return self.learning_rate * math.sqrt(1.0 - self.beta_2**t) / (1.0 - self.beta_1**t)
 
-    def update(self, xp, w, g, state, grad_scale=1.0):
-        m, v = state
-        m += (1.0 - self.beta_1) * (g - m)
-        v += (1.0 - self.beta_2) * (g * g - v)
-        w -= self.step_size() * m / (xp.sqrt(v) + self.epsilon)
+    def update(self, ops, w, g, slots):
+        ops.adam_update(w, g, slots[0], slots[1], self.step_size(), self.beta_1, self.beta_2, self.epsilon)
 
     def get_config(self):
         return {"learning_rate": self.learning_rate, "beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon}
@@ -176,6 +163,11 @@ class Adam(Optimizer):
 
 class RMSprop(Optimizer):
     """RMSprop: v = rho v + (1 - rho) g^2; w -= lr g / sqrt(v + eps).
+
+    Args:
+        learning_rate: default 0.001.
+        rho: the decay rate of the squared-gradient average, in [0, 1) (default 0.9).
+        epsilon: > 0 (default 1e-7).
 
     >>> nnx.optimizers.RMSprop(learning_rate=1e-3, rho=0.9)
     """
@@ -185,31 +177,27 @@ class RMSprop(Optimizer):
 
     def __init__(self, learning_rate: float = 0.001, rho: float = 0.9, epsilon: float = 1e-7):
         super().__init__(learning_rate)
-        self.rho, self.epsilon = float(rho), float(epsilon)
+        self.rho = _check_float(rho, "rho", 0.0, 1.0, high_open=True)
+        self.epsilon = _check_float(epsilon, "epsilon", 0.0, math.inf, low_open=True, high_open=True)
 
-    def update(self, xp, w, g, state, grad_scale=1.0):
-        (v,) = state
-        v *= self.rho
-        v += (1.0 - self.rho) * (g * g)
-        w -= self.learning_rate * g / xp.sqrt(v + self.epsilon)
+    def update(self, ops, w, g, slots):
+        ops.rmsprop_update(w, g, slots[0], self.learning_rate, self.rho, self.epsilon)
 
     def get_config(self):
         return {"learning_rate": self.learning_rate, "rho": self.rho, "epsilon": self.epsilon}
 
 
-_REGISTRY = {"sgd": SGD, "adam": Adam, "rmsprop": RMSprop}
+registry = Registry("optimizer", Optimizer)
+registry.add(SGD, "sgd")
+registry.add(Adam, "adam")
+registry.add(RMSprop, "rmsprop")
 
 
 def get(identifier: str | dict | Optimizer) -> Optimizer:
-    """An optimizer from its name (default arguments), a config dict, or an instance."""
-    if isinstance(identifier, Optimizer):
-        return identifier
-    if isinstance(identifier, str) and identifier.lower() in _REGISTRY:
-        return _REGISTRY[identifier.lower()]()
-    if isinstance(identifier, dict) and str(identifier.get("class_name", "")).lower() in _REGISTRY:
-        return _REGISTRY[identifier["class_name"].lower()](**identifier.get("config", {}))
-    raise ValueError(f"Unknown optimizer {identifier!r}; expected one of: {', '.join(_REGISTRY)} or an Optimizer.")
+    """An optimizer from its name (default arguments; ``"adam"`` or ``"Adam"``), a config dict,
+    or an instance."""
+    return registry.get(identifier)
 
 
 def serialize(optimizer: Optimizer) -> dict:
-    return {"class_name": optimizer.name, "config": optimizer.get_config()}
+    return {"class_name": type(optimizer).__name__, "config": optimizer.get_config()}

@@ -8,6 +8,13 @@ from collections.abc import Mapping
 from typing import Any, Callable, TextIO
 
 
+def message(text: str, stream: TextIO | None = None) -> None:
+    """Print ``text`` on a line of its own."""
+    stream = stream or sys.stdout
+    stream.write(text + "\n")
+    stream.flush()
+
+
 def resolve_verbose(verbose: int | str, stream: TextIO | None = None) -> int:
     if verbose == "auto":
         stream = stream or sys.stdout

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .registry import Registry
+
 
 class Regularizer:
     """A penalty ``__call__(xp, w)`` and its gradient ``gradient(xp, w)``.
@@ -58,21 +60,52 @@ class L2(Regularizer):
 
 
 class L1L2(Regularizer):
-    """Both penalties.
+    """Both penalties: ``l1 * sum(|w|) + l2 * sum(w^2)``.
 
     >>> nnx.regularizers.L1L2(l1=1e-5, l2=1e-4)
     """
-    pass
+
+    def __init__(self, l1: float = 0.0, l2: float = 0.0):
+        super().__init__(l1=l1, l2=l2)
 
 
-_REGISTRY = {"l1": L1, "l2": L2, "l1l2": L1L2, "l1_l2": L1L2}
+def l1(l1: float = 0.01) -> L1:
+    """Keras's ``regularizers.l1``: ``l1 * sum(|w|)``.
+
+    >>> nnx.Dense(8, kernel_regularizer=nnx.regularizers.l1(0.01))
+    """
+    return L1(l1)
+
+
+def l2(l2: float = 0.01) -> L2:
+    """Keras's ``regularizers.l2``: ``l2 * sum(w^2)``.
+
+    >>> nnx.Dense(8, kernel_regularizer=nnx.regularizers.l2(0.01))
+    """
+    return L2(l2)
+
+
+def l1_l2(l1: float = 0.01, l2: float = 0.01) -> L1L2:
+    """Keras's ``regularizers.l1_l2``: both penalties.
+
+    >>> nnx.Dense(8, kernel_regularizer=nnx.regularizers.l1_l2(l1=1e-5, l2=1e-4))
+    """
+    return L1L2(l1=l1, l2=l2)
+
+
+registry = Registry("regularizer", Regularizer)
+registry.add(L1, "l1")
+registry.add(L2, "l2")
+registry.add(L1L2, "l1_l2")
 
 
 def get(identifier: str | dict | Regularizer | None) -> Regularizer | None:
-    if identifier is None or isinstance(identifier, Regularizer):
-        return identifier
-    if isinstance(identifier, str) and identifier.lower() in _REGISTRY:
-        return _REGISTRY[identifier.lower()]()
-    if isinstance(identifier, dict) and str(identifier.get("class_name", "")).lower() in _REGISTRY:
-        return _REGISTRY[identifier["class_name"].lower()](**identifier.get("config", {}))
-    raise ValueError(f"Unknown regularizer {identifier!r}; expected 'l1', 'l2', 'l1_l2', a Regularizer or None.")
+    """A regularizer from its name (``"l1"``, ``"l2"``, ``"l1_l2"``, ``"L2"``), a config dict, an
+    instance, or None."""
+    if identifier is None:
+        return None
+    return registry.get(identifier)
+
+
+def serialize(regularizer: Regularizer | None) -> dict | None:
+    return None if regularizer is None else regularizer.get_config()

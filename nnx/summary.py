@@ -1,6 +1,7 @@
 """``model.summary()``: a Keras-style table of layers, output shapes and parameter counts."""
 from __future__ import annotations
 
+import math
 from typing import Any
 
 
@@ -28,12 +29,11 @@ def render(model: Any, line_length: int = 72) -> str:
         lines.append(f"{f'{layer.name} ({type(layer).__name__})':<{widths[0]}}{shape:<{widths[1]}}{count:,}")
         if i < len(model.layers) - 1:
             lines.append("")
-        if layer.trainable:
-            trainable += count
-            trainable_bytes += count * _itemsize(layer)
-        else:
-            non_trainable += count
-            non_trainable_bytes += count * _itemsize(layer)
+        n_train = sum(math.prod(w.shape) for w in layer.trainable_weights)
+        trainable += n_train
+        trainable_bytes += n_train * _itemsize(layer)
+        non_trainable += count - n_train
+        non_trainable_bytes += (count - n_train) * _itemsize(layer)
     lines += [
         "=" * line_length,
         f"Total params: {trainable + non_trainable:,} ({_size(trainable_bytes + non_trainable_bytes)})",

@@ -1,15 +1,18 @@
 """Layers: ``Input``, ``Dense``, ``Activation``, ``Dropout``, ``Flatten``, and the ``Layer`` base."""
 from __future__ import annotations
 
-from .base import Layer
+from ..registry import Registry
+from .base import Layer, Weight
 from .core import Activation, Dense, Dropout, Flatten, Input
 
-_CLASSES = {cls.__name__: cls for cls in (Input, Dense, Activation, Dropout, Flatten)}
+registry = Registry("layer class", Layer)
+for _cls in (Input, Dense, Activation, Dropout, Flatten):
+    registry.add(_cls, _cls.__name__)
 
 
 def register(cls: type[Layer]) -> type[Layer]:
     """Make a user layer class loadable by ``from_config`` / ``load_model`` (use as a decorator)."""
-    _CLASSES[cls.__name__] = cls
+    registry.add(cls, cls.__name__)
     return cls
 
 
@@ -19,9 +22,16 @@ def serialize(layer: Layer) -> dict:
 
 def deserialize(config: dict) -> Layer:
     name = config.get("class_name") if isinstance(config, dict) else None
-    if name not in _CLASSES:
-        raise ValueError(f"Unknown layer class {name!r}; expected one of: {', '.join(sorted(_CLASSES))}.")
-    return _CLASSES[name](**config.get("config", {}))
+    cls = registry.lookup(name) if isinstance(name, str) else None
+    if cls is None:
+        raise ValueError(f"Unknown layer class {name!r}; expected one of: {', '.join(registry.names())}.")
+    layer_config = config.get("config", {})
+    if not isinstance(layer_config, dict):
+        raise ValueError(f"The config of layer class {name!r} must be a dict; received {type(layer_config).__name__}.")
+    if name == "Sequential":
+        return cls.from_config(layer_config)
+    return cls(**layer_config)
 
 
-__all__ = ["Layer", "Input", "Dense", "Activation", "Dropout", "Flatten", "register", "serialize", "deserialize"]
+__all__ = ["Layer", "Weight", "Input", "Dense", "Activation", "Dropout", "Flatten", "register", "serialize",
+           "deserialize"]

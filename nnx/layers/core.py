@@ -1,4 +1,4 @@
-"""Input, Dense, Activation and Dropout."""
+"""Input, Dense, Activation, Dropout and Flatten."""
 from __future__ import annotations
 
 import math
@@ -7,43 +7,54 @@ from typing import Any
 from .. import activations as _activations
 from .. import initializers as _initializers
 from .. import regularizers as _regularizers
-from .base import Layer
-
-
-def _shape_tuple(shape: int | tuple[int, ...] | list[int]) -> tuple[int, ...]:
-    shape = (shape,) if isinstance(shape, int) else tuple(shape)
-    if not shape or not all(isinstance(d, int) and d > 0 for d in shape):
-        raise ValueError(f"Input shape must be positive ints (without the batch axis); received {shape!r}.")
-    return shape
+from .base import Layer, as_int, shape_tuple
 
 
 class Input(Layer):
     """Declares the shape of one sample (batch axis excluded); the model builds from it.
 
+    Args:
+        shape: an int or a tuple of positive ints, without the batch axis.
+        dtype: the dtype of the data (default: the float type, ``nnx.floatx()``).
+        name: optional name.
+
     >>> nnx.Sequential([nnx.Input((64,)), nnx.Dense(10)])
     """
 
-    def __init__(self, shape: int | tuple[int, ...], name: str | None = None):
+    def __init__(self, shape: int | tuple[int, ...], dtype: str | None = None, name: str | None = None):
         super().__init__(name=name)
-        self.shape = _shape_tuple(shape)
+        self.shape = shape_tuple(shape)
+        self.input_dtype = None if dtype is None else str(dtype)
 
     def forward(self, x, training=False):
-        return x
+        return x, None
 
-    def backward(self, dy):
-        return dy
+    def backward(self, saved, dy, need_dx=True):
+        return dy, {}
 
     def get_config(self) -> dict:
-        return {"shape": list(self.shape), "name": self.name}
+        return {"shape": list(self.shape), "dtype": self.input_dtype, "name": self.name}
 
 
 class Dense(Layer):
     """A fully connected layer: ``y = activation(x @ kernel + bias)``.
 
+    Args:
+        units: the number of outputs (a positive int of any integer type).
+        activation: an activation name (``"relu"``, ``"softmax"``, …), an
+            ``nnx.activations.ActivationFunction``, or None (linear).
+        use_bias: whether to add a bias vector.
+        kernel_initializer, bias_initializer: initializer names or instances
+            (default ``"glorot_uniform"`` and ``"zeros"``).
+        kernel_regularizer, bias_regularizer: penalties added to the loss (e.g.
+            ``nnx.regularizers.l2(1e-4)``), or None.
+        name, trainable, input_shape, input_dim: as every layer.
+
+    Weights: ``kernel`` of shape (input width, units), then ``bias`` of shape (units,).
+    Inputs of more than two axes are mapped along the last axis.
+
     >>> layer = nnx.Dense(128, activation="relu", kernel_initializer="he_normal")
     """
-
-    weight_names = ("kernel", "bias")
 
     def __init__(
         self,
@@ -53,78 +64,55 @@ class Dense(Layer):
         kernel_initializer: str | _initializers.Initializer = "glorot_uniform",
         bias_initializer: str | _initializers.Initializer = "zeros",
         kernel_regularizer: str | _regularizers.Regularizer | None = None,
-        name: str | None = None,
-        trainable: bool = True,
+        bias_regularizer: str | _regularizers.Regularizer | None = None,
+        **kwargs: Any,
     ):
-        super().__init__(name=name, trainable=trainable)
-        if not isinstance(units, int) or isinstance(units, bool) or units <= 0:
-            raise ValueError(f"Dense units must be a positive int; received {units!r}.")
-        self.units = units
+        super().__init__(**kwargs)
+        self.units = as_int(units, "Dense units")
         self.activation = _activations.get(activation)
         self.use_bias = bool(use_bias)
         self.kernel_initializer = _initializers.get(kernel_initializer)
         self.bias_initializer = _initializers.get(bias_initializer)
         self.kernel_regularizer = _regularizers.get(kernel_regularizer)
+        self.bias_regularizer = _regularizers.get(bias_regularizer)
         self.kernel = self.bias = None
-        self._cache: tuple = ()
 
     def build(self, input_shape):
         super().build(input_shape)
-        self.add_weight("kernel", (int(input_shape[-1]), self.units), self.kernel_initializer)
+        self.kernel = self.add_weight("kernel", (int(input_shape[-1]), self.units), self.kernel_initializer,
+                                      self.kernel_regularizer)
         if self.use_bias:
-            self.add_weight("bias", (self.units,), self.bias_initializer)
+            self.bias = self.add_weight("bias", (self.units,), self.bias_initializer, self.bias_regularizer)
 
     def compute_output_shape(self, input_shape):
         return (*tuple(input_shape)[:-1], self.units)
 
+    @property
+    def output_activation(self):
+        return self.activation
+
     def forward(self, x, training=False):
-        z = x @ self.kernel
-        fused = self.backend.kernels.get("bias_activation")
-        y = fused(z, self.bias, self.activation.name) if fused is not None else None
-        if y is None:
-            if self.use_bias:
-                z = z + self.bias
-            y = self.activation.forward(self.backend.xp, z)
-        if training:
-            self._cache = (x, z if self.activation.saves == "x" else None, y)
-        return y
+        y, act_saved = self.ops.bias_activation(x @ self.kernel.value, self.bias.value if self.use_bias else None,
+                                                self.activation)
+        return y, (x, act_saved)
 
-    def backward(self, dy):
-        x, z, y = self._cache
-        return self.backward_from_logits(_activation_backward(self.backend, self.activation, dy, z, y))
+    def backward(self, saved, dy, need_dx=True):
+        dz = self.ops.activation_backward(self.activation, dy, saved[1])
+        return self.backward_from_logits(saved, dz, need_dx)
 
-    def backward_from_logits(self, dz: Any) -> Any:
+    def backward_from_logits(self, saved: Any, dz: Any, need_dx: bool = True) -> tuple[Any, dict]:
         """Backward from the gradient of the pre-activation ``z = x @ kernel + bias``."""
-        xp = self.backend.xp
-        x = self._cache[0]
-        if x.ndim > 2:  # (batch, ..., features): fold the leading axes into the batch
-            x2, dz2 = xp.reshape(x, (-1, x.shape[-1])), xp.reshape(dz, (-1, self.units))
-        else:
-            x2, dz2 = x, dz
-        d_kernel = x2.T @ dz2
-        if self.use_bias:
-            sum_rows = self.backend.kernels.get("sum_rows")
-            self.grads = [d_kernel, sum_rows(dz2) if sum_rows is not None else xp.sum(dz2, axis=0)]
-        else:
-            self.grads = [d_kernel]
-        self._cache = ()
-        return dz @ self.kernel.T if self.needs_input_grad else None
-
-    def regularization_loss(self):
-        if self.kernel_regularizer is None:
-            return 0.0
-        return self.kernel_regularizer(self.backend.xp, self.kernel)
-
-    def regularization_gradients(self):
-        if self.kernel_regularizer is None:
-            return None
-        return [self.kernel_regularizer.gradient(self.backend.xp, self.kernel)] + [None] * self.use_bias
-
-    def clear_cache(self):
-        self._cache = ()
+        x = saved[0]
+        grads = {}
+        if self.trainable:
+            xp = self.xp
+            x2, dz2 = (x, dz) if x.ndim == 2 else (xp.reshape(x, (-1, x.shape[-1])), xp.reshape(dz, (-1, self.units)))
+            grads[self.kernel] = x2.T @ dz2
+            if self.use_bias:
+                grads[self.bias] = self.ops.sum_rows(dz2)
+        return (dz @ self.kernel.value.T if need_dx else None), grads
 
     def get_config(self) -> dict:
-        reg = self.kernel_regularizer
         return {
             **super().get_config(),
             "units": self.units,
@@ -132,79 +120,71 @@ class Dense(Layer):
             "use_bias": self.use_bias,
             "kernel_initializer": self.kernel_initializer.get_config(),
             "bias_initializer": self.bias_initializer.get_config(),
-            "kernel_regularizer": None if reg is None else reg.get_config(),
+            "kernel_regularizer": _regularizers.serialize(self.kernel_regularizer),
+            "bias_regularizer": _regularizers.serialize(self.bias_regularizer),
         }
 
 
-def _activation_backward(backend, activation, dy, x, y):
-    """The activation's backward, through the backend's in-place kernel when it has one."""
-    fused = backend.kernels.get("activation_backward")
-    dx = fused(activation.name, dy, x, y) if fused is not None else None
-    return activation.backward(backend.xp, dy, x, y) if dx is None else dx
-
-
 class Activation(Layer):
-    """Applies an activation by name: ``nnx.Activation("softmax")``.
+    """Applies an activation: ``nnx.Activation("softmax")``.
+
+    Args:
+        activation: a name, an ``ActivationFunction`` instance, or None (linear).
 
     >>> nnx.Sequential([nnx.Input(4), nnx.Dense(3), nnx.Activation("softmax")])
     """
 
-    def __init__(self, activation: str | _activations.ActivationFunction | None, name: str | None = None, **kwargs):
-        super().__init__(name=name, **kwargs)
+    def __init__(self, activation: str | _activations.ActivationFunction | None, **kwargs: Any):
+        super().__init__(**kwargs)
         self.activation = _activations.get(activation)
-        self._cache: tuple = ()
+
+    @property
+    def output_activation(self):
+        return self.activation
 
     def forward(self, x, training=False):
-        y = self.activation.forward(self.backend.xp, x)
-        if training:
-            self._cache = (x if self.activation.saves == "x" else None, y)
-        return y
+        return self.ops.activation(self.activation, x)
 
-    def backward(self, dy):
-        x, y = self._cache
-        self._cache = ()
-        return _activation_backward(self.backend, self.activation, dy, x, y)
+    def backward(self, saved, dy, need_dx=True):
+        return self.ops.activation_backward(self.activation, dy, saved), {}
 
-    def backward_from_logits(self, dz):
-        self._cache = ()
-        return dz
-
-    def clear_cache(self):
-        self._cache = ()
+    def backward_from_logits(self, saved, dz, need_dx=True):
+        return dz, {}
 
     def get_config(self) -> dict:
         return {**super().get_config(), "activation": self.activation.get_config()}
 
 
 class Dropout(Layer):
-    """Zeroes a fraction ``rate`` of the inputs during training and scales the rest by 1/(1-rate).
+    """Zeroes a fraction ``rate`` of the inputs during training and scales the rest by
+    1 / (1 - rate); the identity in inference (``predict``, ``evaluate``).
+
+    Args:
+        rate: the fraction dropped, in [0, 1).
 
     >>> nnx.Dropout(0.2)
     """
 
-    def __init__(self, rate: float, name: str | None = None, **kwargs):
-        super().__init__(name=name, **kwargs)
-        if not 0.0 <= float(rate) < 1.0:
+    def __init__(self, rate: float, **kwargs: Any):
+        super().__init__(**kwargs)
+        try:
+            rate = float(rate)
+        except (TypeError, ValueError):
+            raise ValueError(f"Dropout rate must be a float in [0, 1); received {rate!r}.") from None
+        if not 0.0 <= rate < 1.0:
             raise ValueError(f"Dropout rate must be in [0, 1); received {rate!r}.")
-        self.rate = float(rate)
-        self._mask = None
+        self.rate = rate
 
     def forward(self, x, training=False):
         if not training or self.rate == 0.0:
-            return x
-        xp = self.backend.xp
+            return x, None
         keep = self.backend.uniform(tuple(x.shape), x.dtype) >= self.rate
-        self._mask = keep
-        return xp.where(keep, x * (1.0 / (1.0 - self.rate)), 0.0)
+        return self.xp.where(keep, x * (1.0 / (1.0 - self.rate)), 0.0), keep
 
-    def backward(self, dy):
-        if self._mask is None:
-            return dy
-        keep, self._mask = self._mask, None
-        return self.backend.xp.where(keep, dy * (1.0 / (1.0 - self.rate)), 0.0)
-
-    def clear_cache(self):
-        self._mask = None
+    def backward(self, keep, dy, need_dx=True):
+        if keep is None:
+            return dy, {}
+        return self.xp.where(keep, dy * (1.0 / (1.0 - self.rate)), 0.0), {}
 
     def get_config(self) -> dict:
         return {**super().get_config(), "rate": self.rate}
@@ -220,7 +200,7 @@ class Flatten(Layer):
         return (math.prod(input_shape),)
 
     def forward(self, x, training=False):
-        return self.backend.xp.reshape(x, (x.shape[0], -1))
+        return self.xp.reshape(x, (x.shape[0], -1)), None
 
-    def backward(self, dy):
-        return self.backend.xp.reshape(dy, (dy.shape[0], *self.input_shape))
+    def backward(self, saved, dy, need_dx=True):
+        return self.xp.reshape(dy, (dy.shape[0], *self.input_shape)), {}

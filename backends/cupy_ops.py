@@ -1,0 +1,118 @@
+"""CuPy operations: one fused GPU kernel where the portable code would launch several.
+
+Only arrays the signature marks as consumed are overwritten (``z`` from a matmul, an optimizer's
+``g``); ``dy`` and every other argument are read-only.
+"""
+from __future__ import annotations
+
+import functools
+
+from ..activations import Linear, ReLU, Sigmoid, Tanh
+from ..ops import Ops
+
+_BIAS_ACT = {
+    Linear: "z = z + b",
+    ReLU: "T t = z + b; z = t > (T)0 ? t : (T)0",
+    Tanh: "z = tanh(z + b)",
+    Sigmoid: "z = (T)0.5 * tanh((T)0.5 * (z + b)) + (T)0.5",
+}
+_ACT = {
+    ReLU: "z = z > (T)0 ? z : (T)0",
+    Tanh: "z = tanh(z)",
+    Sigmoid: "z = (T)0.5 * tanh((T)0.5 * z) + (T)0.5",
+}
+_BACKWARD = {
+    ReLU: "dx = y > (T)0 ? dy : (T)0",
+    Tanh: "dx = dy * ((T)1 - y * y)",
+    Sigmoid: "dx = dy * y * ((T)1 - y)",
+}
+
+
+@functools.lru_cache(maxsize=None)
+def _kernels():
+    import cupy as cp
+
+    def name(cls):
+        return cls.__name__.lower()
+
+    return {
+        "bias_act": {c: cp.ElementwiseKernel("T b", "T z", s, f"nnx_bias_{name(c)}") for c, s in _BIAS_ACT.items()},
+        "act": {c: cp.ElementwiseKernel("", "T z", s, f"nnx_act_{name(c)}") for c, s in _ACT.items()},
+        "backward": {c: cp.ElementwiseKernel("T dy, T y", "T dx", s, f"nnx_bwd_{name(c)}") for c, s in _BACKWARD.items()},
+        "sgd": cp.ElementwiseKernel("T g, T lr", "T w", "w -= lr * g", "nnx_sgd"),
+        "sgd_momentum": cp.ElementwiseKernel(
+            "T g, T lr, T mom, bool nesterov", "T w, T v",
+            "v = mom * v - lr * g; w += nesterov ? mom * v - lr * g : v", "nnx_sgd_momentum"),
+        "adam": cp.ElementwiseKernel(
+            "T g, T b1, T b2, T eps, T step", "T w, T m, T v",
+            "m += ((T)1 - b1) * (g - m); v += ((T)1 - b2) * (g * g - v); w -= step * m / (sqrt(v) + eps)",
+            "nnx_adam"),
+        "rmsprop": cp.ElementwiseKernel(
+            "T g, T lr, T rho, T eps", "T w, T v",
+            "v = rho * v + ((T)1 - rho) * g * g; w -= lr * g / sqrt(v + eps)", "nnx_rmsprop"),
+        "xent_grad": cp.ElementwiseKernel(
+            "T p, int64 label, T c, int64 k", "T dz",
+            "dz = (i % k == label) ? (p - (T)1) * c : p * c", "nnx_xent_grad"),
+    }
+
+
+class CupyOps(Ops):
+    """Fused elementwise CUDA kernels for bias + activation, activation backward, sparse
+    cross-entropy's gradient and the optimizer updates."""
+
+    name = "cupy"
+    fast_activations = frozenset(_BIAS_ACT)
+
+    def bias_activation(self, z, b, act):
+        k = _kernels()
+        cls = type(act)
+        if cls not in _BIAS_ACT:
+            return super().bias_activation(z, b, act)
+        if b is not None:
+            k["bias_act"][cls](b, z)
+        elif cls in _ACT:
+            k["act"][cls](z)
+        return z, self._saved(act, None, z)
+
+    def activation_backward(self, act, dy, saved):
+        cls = type(act)
+        if cls is Linear:
+            return dy
+        kernel = _kernels()["backward"].get(cls)
+        if kernel is None:
+            return super().activation_backward(act, dy, saved)
+        return kernel(dy, saved)
+
+    def sum_rows(self, a):
+        return a.sum(axis=0)
+
+    def sparse_crossentropy(self, p, labels, eps):
+        import cupy as cp
+
+        n, k = p.shape
+        labels = labels.astype(cp.int64, copy=False)
+        picked = cp.log(cp.clip(p[cp.arange(n), labels], eps, 1.0 - eps))
+        c = p.dtype.type(1.0 / n)
+        dz = _kernels()["xent_grad"](p, labels[:, None], c, k)
+        return picked.sum() * -c, dz
+
+    def sgd_update(self, w, g, velocity, lr, momentum, nesterov):
+        k, t = _kernels(), w.dtype.type
+        if velocity is None:
+            k["sgd"](g, t(lr), w)
+        else:
+            k["sgd_momentum"](g, t(lr), t(momentum), bool(nesterov), w, velocity)
+
+    def adam_update(self, w, g, m, v, step_size, beta_1, beta_2, epsilon):
+        t = w.dtype.type
+        _kernels()["adam"](g, t(beta_1), t(beta_2), t(epsilon), t(step_size), w, m, v)
+
+    def rmsprop_update(self, w, g, v, lr, rho, epsilon):
+        t = w.dtype.type
+        _kernels()["rmsprop"](g, t(lr), t(rho), t(epsilon), w, v)
+
+    def fits_in_memory(self, nbytes):
+        import cupy as cp
+
+        free, _total = cp.cuda.runtime.memGetInfo()
+        return nbytes <= 0.5 * (free + cp.get_default_memory_pool().free_bytes())

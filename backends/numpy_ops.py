@@ -1,0 +1,130 @@
+"""NumPy operations that work in place where the portable code makes temporaries.
+
+Only arrays the signature marks as consumed are overwritten (``z`` from a matmul, an optimizer's
+``g``); ``dy`` and every other argument are read-only.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..activations import Linear, ReLU, Sigmoid, Softmax, Tanh
+from ..ops import Ops
+
+
+def _relu(z):
+    return np.maximum(z, z.dtype.type(0), out=z)
+
+
+def _sigmoid(z):  # 0.5 tanh(z / 2) + 0.5: no overflow
+    z *= z.dtype.type(0.5)
+    np.tanh(z, out=z)
+    z *= z.dtype.type(0.5)
+    z += z.dtype.type(0.5)
+    return z
+
+
+def _softmax(z):  # the ufuncs' reduce directly: the array methods add Python wrappers
+    z -= np.maximum.reduce(z, axis=-1, keepdims=True)
+    np.exp(z, out=z)
+    z /= np.add.reduce(z, axis=-1, keepdims=True)
+    return z
+
+
+# activation class -> in-place forward on z (all keep y, so z's memory can hold it)
+_FORWARD = {Linear: lambda z: z, ReLU: _relu, Tanh: lambda z: np.tanh(z, out=z), Sigmoid: _sigmoid, Softmax: _softmax}
+
+
+def _relu_backward(dy, y):
+    return np.where(y > 0, dy, dy.dtype.type(0))
+
+
+def _tanh_backward(dy, y):
+    dx = y * y
+    np.subtract(1, dx, out=dx)
+    dx *= dy
+    return dx
+
+
+def _sigmoid_backward(dy, y):
+    dx = 1 - y
+    dx *= y
+    dx *= dy
+    return dx
+
+
+_BACKWARD = {Linear: lambda dy, y: dy, ReLU: _relu_backward, Tanh: _tanh_backward, Sigmoid: _sigmoid_backward}
+
+
+class NumpyOps(Ops):
+    """In-place NumPy kernels for the common activations, the bias gradient, sparse cross-entropy
+    and the optimizer updates."""
+
+    name = "numpy"
+    fast_activations = frozenset(_FORWARD)
+
+    def bias_activation(self, z, b, act):
+        forward = _FORWARD.get(type(act))
+        if forward is None:
+            return super().bias_activation(z, b, act)
+        if b is not None:
+            np.add(z, b, out=z)
+        y = forward(z)
+        return y, self._saved(act, None, y)
+
+    def activation_backward(self, act, dy, saved):
+        backward = _BACKWARD.get(type(act))
+        if backward is None:
+            return super().activation_backward(act, dy, saved)
+        return backward(dy, saved)
+
+    def sum_rows(self, a):
+        return np.add.reduce(a, axis=0)
+
+    def sparse_crossentropy(self, p, labels, eps):
+        n = p.shape[0]
+        rows = np.arange(n)
+        picked = p[rows, labels]  # a copy, whatever p's memory layout
+        np.maximum(picked, eps, out=picked)
+        np.minimum(picked, 1.0 - eps, out=picked)
+        np.log(picked, out=picked)
+        c = p.dtype.type(1.0 / n)
+        dz = p * c
+        dz[rows, labels] -= c
+        return np.add.reduce(picked) * -c, dz
+
+    def sgd_update(self, w, g, velocity, lr, momentum, nesterov):
+        g *= w.dtype.type(lr)
+        if velocity is None:
+            w -= g
+            return
+        m = w.dtype.type(momentum)
+        velocity *= m
+        velocity -= g
+        if nesterov:  # w += m v - lr g
+            g *= -1
+            g += m * velocity
+            w += g
+        else:
+            w += velocity
+
+    def adam_update(self, w, g, m, v, step_size, beta_1, beta_2, epsilon):
+        t = w.dtype.type
+        m *= t(beta_1)
+        m += t(1.0 - beta_1) * g
+        v *= t(beta_2)
+        g *= g
+        g *= t(1.0 - beta_2)
+        v += g
+        np.sqrt(v, out=g)
+        g += t(epsilon)
+        np.divide(m, g, out=g)
+        g *= t(step_size)
+        w -= g
+
+    def rmsprop_update(self, w, g, v, lr, rho, epsilon):
+        t = w.dtype.type
+        v *= t(rho)
+        v += t(1.0 - rho) * (g * g)
+        g *= t(lr)
+        g /= np.sqrt(v + t(epsilon))
+        w -= g

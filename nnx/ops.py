@@ -1,0 +1,104 @@
+"""Backend operations: the portable Array API code, as methods of an object.
+
+``Ops`` holds the portable implementation of every operation the layers, losses and optimizers
+share. A backend that can do better subclasses it (``NumpyOps``, ``CupyOps`` in ``nnx.backends``)
+and overrides the methods it speeds up, calling ``super()`` for the cases it does not handle.
+Fast paths are chosen by the *class* of the activation or loss (``type(act) in fast``), never by its
+name, so a user's subclass runs its own code.
+
+Ownership: a parameter documented as *consumed* is a fresh array the caller hands over, which the
+method may overwrite (the pre-activation ``z`` a matmul just produced, the gradient ``g`` an
+optimizer applies). Every other argument is read-only.
+
+>>> ops = nnx.get_backend().ops
+>>> y, saved = ops.bias_activation(x @ w, b, nnx.activations.get("relu"))
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from . import activations as _act
+
+
+class Ops:
+    """Portable operations over an Array API namespace ``xp`` on ``device``."""
+
+    name = "portable"
+    #: activation classes with a backend kernel; see ``fast_activation``
+    fast_activations: frozenset = frozenset()
+
+    def __init__(self, xp: Any, device: Any):
+        self.xp = xp
+        self.device = device
+
+    def has_fast_path(self, obj: Any) -> bool:
+        """True when this backend has a kernel for exactly ``type(obj)``."""
+        return type(obj) in self.fast_activations
+
+    # -- activations -----------------------------------------------------------------------
+    @staticmethod
+    def _saved(act: _act.ActivationFunction, x: Any, y: Any) -> Any:
+        return y if act.saves == "y" else x if act.saves == "x" else None
+
+    def bias_activation(self, z: Any, b: Any | None, act: _act.ActivationFunction) -> tuple[Any, Any]:
+        """``y = act(z + b)`` and what ``act.backward`` needs. ``z`` is consumed; ``b`` may be None."""
+        if b is not None:
+            z = z + b
+        return self.activation(act, z)
+
+    def activation(self, act: _act.ActivationFunction, x: Any) -> tuple[Any, Any]:
+        """``y = act(x)`` and what ``act.backward`` needs; ``x`` is read-only."""
+        y = act.forward(self.xp, x)
+        return y, self._saved(act, x, y)
+
+    def activation_backward(self, act: _act.ActivationFunction, dy: Any, saved: Any) -> Any:
+        """``dx`` from ``dy`` (read-only) and the forward's saved array."""
+        return act.backward(self.xp, dy, saved)
+
+    # -- reductions and losses -------------------------------------------------------------
+    def sum_rows(self, a: Any) -> Any:
+        """``a.sum(axis=0)`` (the bias gradient)."""
+        return self.xp.sum(a, axis=0)
+
+    def sparse_crossentropy(self, p: Any, labels: Any, eps: float) -> tuple[Any, Any]:
+        """Softmax outputs ``p`` (n, k) and integer labels (n,) -> (mean cross-entropy, gradient of
+        the logits ``(p - onehot) / n``)."""
+        xp = self.xp
+        n = p.shape[0]
+        picked = xp.take_along_axis(p, xp.reshape(labels, (-1, 1)), axis=-1)
+        loss = -xp.sum(xp.log(xp.clip(picked, eps, 1.0 - eps))) * (1.0 / n)
+        classes = xp.arange(p.shape[-1], dtype=labels.dtype, device=self.device)
+        onehot = xp.astype(xp.reshape(labels, (-1, 1)) == classes, p.dtype)
+        return loss, (p - onehot) * (1.0 / n)
+
+    # -- optimizer updates (``g`` is consumed) -----------------------------------------------
+    def sgd_update(self, w: Any, g: Any, velocity: Any | None, lr: float, momentum: float, nesterov: bool) -> None:
+        """w -= lr g; with momentum: v = m v - lr g; w += v (Nesterov: w += m v - lr g)."""
+        step = lr * g
+        if velocity is None:
+            w -= step
+            return
+        velocity *= momentum
+        velocity -= step
+        if nesterov:
+            w += momentum * velocity - step
+        else:
+            w += velocity
+
+    def adam_update(self, w: Any, g: Any, m: Any, v: Any, step_size: float, beta_1: float, beta_2: float,
+                    epsilon: float) -> None:
+        """m += (1-b1)(g - m); v += (1-b2)(g^2 - v); w -= step_size m / (sqrt(v) + eps)."""
+        m += (1.0 - beta_1) * (g - m)
+        v += (1.0 - beta_2) * (g * g - v)
+        w -= step_size * m / (self.xp.sqrt(v) + epsilon)
+
+    def rmsprop_update(self, w: Any, g: Any, v: Any, lr: float, rho: float, epsilon: float) -> None:
+        """v = rho v + (1 - rho) g^2; w -= lr g / sqrt(v + eps)."""
+        v *= rho
+        v += (1.0 - rho) * (g * g)
+        w -= lr * g / self.xp.sqrt(v + epsilon)
+
+    # -- capabilities ----------------------------------------------------------------------
+    def fits_in_memory(self, nbytes: int) -> bool:
+        """Whether ``nbytes`` more fit comfortably on the device (always true on the host)."""
+        return True

@@ -1,0 +1,62 @@
+"""One lookup for every kind of named object (activations, losses, optimizers, metrics,
+initializers, regularizers, layers): a name in any of Keras's spellings, a config dict, or an
+instance."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+
+def normalize(name: str) -> str:
+    """``"GlorotUniform"``, ``"glorot_uniform"`` and ``"Glorot_Uniform"`` all become ``"glorotuniform"``."""
+    return str(name).replace("_", "").replace("-", "").lower()
+
+
+class Registry:
+    """Classes of one kind, found by any of their names.
+
+    >>> r = Registry("activation", Base); r.add(ReLU, "relu"); r.get("ReLU")
+    """
+
+    def __init__(self, kind: str, base: type):
+        self.kind = kind
+        self.base = base
+        self._classes: dict[str, Callable[..., Any]] = {}
+        self._names: list[str] = []  # the canonical names, for error messages
+
+    def add(self, factory: Callable[..., Any], *names: str) -> Callable[..., Any]:
+        """Register ``factory`` (a class or a function returning an instance) under ``names`` and,
+        for a class, its class name."""
+        if names:
+            self._names.append(names[0])
+        all_names = list(names)
+        if isinstance(factory, type):
+            all_names.append(factory.__name__)
+        for n in all_names:
+            self._classes[normalize(n)] = factory
+        return factory
+
+    def names(self) -> list[str]:
+        return sorted(self._names)
+
+    def lookup(self, name: str) -> Callable[..., Any] | None:
+        return self._classes.get(normalize(name))
+
+    def get(self, identifier: Any) -> Any:
+        """An instance from a name (default arguments), a ``{"class_name", "config"}`` dict, or an
+        instance (returned as is)."""
+        if isinstance(identifier, self.base):
+            return identifier
+        if isinstance(identifier, str):
+            factory = self.lookup(identifier)
+            if factory is not None:
+                return factory()
+        elif isinstance(identifier, dict) and isinstance(identifier.get("class_name"), str):
+            factory = self.lookup(identifier["class_name"])
+            config = identifier.get("config") or {}
+            if factory is not None and isinstance(config, dict):
+                try:
+                    return factory(**config)
+                except TypeError as e:
+                    raise ValueError(f"Invalid config for {self.kind} {identifier['class_name']!r}: {e}") from None
+        raise ValueError(f"Unknown {self.kind} {identifier!r}; expected one of: {', '.join(self.names())}"
+                         f" (or a {self.base.__name__} instance).")

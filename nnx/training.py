@@ -1,0 +1,219 @@
+"""The training loop: one batch iterator for fit, evaluate and predict, and one loop object that
+owns the running sums, the callbacks and the progress bar.
+
+A training step is spelled out as three calls: the model computes gradients, the loop reduces them
+(the identity in one process; a sum across ranks in data-parallel training), the model applies them.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, Iterator
+
+from . import callbacks as _callbacks
+from . import data as _data
+from . import progbar as _progbar
+
+
+class Batches:
+    """Mini-batches of aligned arrays (x, y, …): in order, or shuffled with ``rng`` each epoch.
+
+    Arrays already on the device are gathered there (one index transfer per epoch); host arrays
+    are sliced on the host and each batch is moved (data too large for the device).
+
+    >>> for start, stop, (xb, yb) in Batches([x, y], 32, backend, rng=rng): ...
+    """
+
+    def __init__(self, arrays: list[Any], batch_size: int, backend: Any, rng: Any = None):
+        self.arrays = arrays
+        self.batch_size = batch_size
+        self.backend = backend
+        self.rng = rng  # None: natural order
+        self.n = int(arrays[0].shape[0])
+        self.on_device = not _data.is_host(arrays[0])
+
+    def __len__(self) -> int:
+        return math.ceil(self.n / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[int, int, list[Any]]]:
+        n, size, backend = self.n, self.batch_size, self.backend
+        order = order_dev = None
+        if self.rng is not None:
+            order = self.rng.permutation(n)
+            if self.on_device:
+                order_dev = backend.from_host(order)
+        for start in range(0, n, size):
+            stop = min(n, start + size)
+            if order is None:
+                batch = [a[start:stop, ...] for a in self.arrays]
+            elif self.on_device:
+                idx = order_dev[start:stop]
+                batch = [backend.xp.take(a, idx, axis=0) for a in self.arrays]
+            else:
+                idx = order[start:stop]
+                batch = [a[idx] for a in self.arrays]
+            if not self.on_device:
+                batch = [backend.from_host(a) for a in batch]
+            yield start, stop, batch
+
+
+class RunningLogs(Mapping):
+    """Running means over the samples seen so far, read from the device only when a key is looked up."""
+
+    def __init__(self, sums: dict[str, Any], count: int):
+        self._sums, self._count = sums, count
+
+    def __getitem__(self, key: str) -> float:
+        return float(self._sums[key]) / max(self._count, 1)
+
+    def __iter__(self):
+        return iter(self._sums)
+
+    def __len__(self) -> int:
+        return len(self._sums)
+
+
+class Sums:
+    """Per-sample sums of the loss and metrics over an epoch, kept on the device in float32 or
+    wider (float16 sums overflow)."""
+
+    def __init__(self, model: Any, xp: Any):
+        self.model, self.xp = model, xp
+        self.values: dict[str, Any] = {"loss": 0.0, **{m.name: 0.0 for m in model.metrics}}
+        self.count = 0
+
+    def _wide(self, v: Any) -> Any:
+        xp = self.xp
+        return xp.astype(v, xp.float32) if getattr(v, "dtype", None) == xp.float16 else v
+
+    def add(self, loss: Any, y: Any, p: Any, n: int) -> None:
+        self.values["loss"] = self.values["loss"] + self._wide(loss) * n
+        for metric in self.model.metrics:
+            self.values[metric.name] = self.values[metric.name] + self._wide(metric.batch_total(self.xp, y, p))
+        self.count += n
+
+    def running(self) -> RunningLogs:
+        return RunningLogs(self.values, self.count)
+
+    def means(self) -> dict[str, float]:
+        return {k: float(v) / max(self.count, 1) for k, v in self.values.items()}
+
+
+class Loop:
+    """Runs ``fit``, ``evaluate`` and ``predict`` for one model: batches, steps, sums, callbacks
+    and progress output."""
+
+    def __init__(self, model: Any, backend: Any, callbacks: Any, verbose: int, params: dict):
+        self.model = model
+        self.backend = backend
+        history = None
+        if params.get("fit"):
+            history = _callbacks.History()
+            callbacks = [*_as_list(callbacks), history]
+        self.history = history
+        self.callbacks = _callbacks.CallbackList(callbacks, model, {k: v for k, v in params.items() if k != "fit"})
+        self.verbose = verbose
+
+    # -- one step ---------------------------------------------------------------------------
+    def train_step(self, x: Any, y: Any) -> tuple[Any, Any]:
+        """compute gradients -> reduce -> apply; returns (loss, predictions) of the batch."""
+        step = self.model.compute_gradients(x, y, self.backend)
+        grads = self.reduce(step.grads)
+        self.model.apply_gradients(grads, step.saved)
+        return step.loss, step.predictions
+
+    def reduce(self, grads: dict) -> dict:
+        """Combine gradients across processes (one process: nothing to combine)."""
+        return grads
+
+    # -- fit --------------------------------------------------------------------------------
+    def fit(self, train: Batches, epochs: int, initial_epoch: int, validation: Batches | None) -> Any:
+        model, cbs = self.model, self.callbacks
+        model.stop_training = model._stop_now = False
+        batch_hooks = cbs.wants("on_train_batch_begin") or cbs.wants("on_train_batch_end")
+        live = self.verbose == 1
+        cbs.call("on_train_begin", {})
+        for epoch in range(initial_epoch, epochs):
+            cbs.call("on_epoch_begin", epoch, {})
+            if self.verbose:
+                _progbar.message(f"Epoch {epoch + 1}/{epochs}")
+            bar = _progbar.Progbar(len(train), self.verbose)
+            sums = Sums(model, self.backend.xp)
+            done = 0
+            for step, (start, stop, (xb, yb)) in enumerate(train):
+                if batch_hooks:
+                    cbs.call("on_train_batch_begin", step, sums.running())
+                loss, p = self.train_step(xb, yb)
+                sums.add(loss, yb, p, stop - start)
+                done = step + 1
+                if batch_hooks:
+                    cbs.call("on_train_batch_end", step, sums.running())
+                if live:
+                    bar.update(done, sums.running)
+                if model._stop_now:
+                    break
+            logs = sums.means()
+            if validation is not None:
+                logs.update({f"val_{k}": v for k, v in self.evaluate(validation, in_fit=True).items()})
+            cbs.call("on_epoch_end", epoch, logs)
+            bar.update(done, final=True, extra=logs)
+            if model.stop_training:
+                break
+        cbs.call("on_train_end", {})
+        return self.history
+
+    # -- evaluate ---------------------------------------------------------------------------
+    def evaluate(self, batches: Batches, in_fit: bool = False) -> dict[str, float]:
+        """The mean loss and metrics over ``batches``, with the layers in inference mode."""
+        model, cbs = self.model, self.callbacks
+        xp = self.backend.xp
+        hooks = cbs.wants("on_test_batch_begin") or cbs.wants("on_test_batch_end")
+        bar = _progbar.Progbar(len(batches), 0 if in_fit else self.verbose)
+        cbs.call("on_test_begin", {})
+        sums = Sums(model, xp)
+        for step, (start, stop, (xb, yb)) in enumerate(batches):
+            if hooks:
+                cbs.call("on_test_batch_begin", step, sums.running())
+            p = model.forward(xb, training=False)
+            sums.add(model.loss.forward(xp, yb, p), yb, p, stop - start)
+            if hooks:
+                cbs.call("on_test_batch_end", step, sums.running())
+            if bar.verbose == 1:
+                bar.update(step + 1, sums.running)
+        logs = sums.means()
+        logs["loss"] += float(model.regularization_loss())
+        cbs.call("on_test_end", logs)
+        bar.update(len(batches), final=True, extra=logs)
+        return logs
+
+    # -- predict ----------------------------------------------------------------------------
+    def predict(self, batches: Batches) -> list[Any]:
+        model, cbs = self.model, self.callbacks
+        hooks = cbs.wants("on_predict_batch_begin") or cbs.wants("on_predict_batch_end")
+        bar = _progbar.Progbar(len(batches), self.verbose)
+        cbs.call("on_predict_begin", {})
+        outputs = []
+        for step, (_start, _stop, (xb,)) in enumerate(batches):
+            if hooks:
+                cbs.call("on_predict_batch_begin", step, {})
+            outputs.append(model.forward(xb, training=False))
+            if hooks:
+                cbs.call("on_predict_batch_end", step, {"outputs": outputs[-1]})
+            if bar.verbose == 1:
+                bar.update(step + 1)
+        cbs.call("on_predict_end", {})
+        bar.update(len(batches), final=True)
+        return outputs
+
+
+def _as_list(callbacks: Any) -> list:
+    if callbacks is None:
+        return []
+    if isinstance(callbacks, _callbacks.Callback):
+        return [callbacks]
+    if isinstance(callbacks, (list, tuple)):
+        for cb in callbacks:
+            if not isinstance(cb, _callbacks.Callback):
+                raise TypeError(f"callbacks must be Callback instances; received {type(cb).__name__}.")
+        return list(callbacks)
+    raise TypeError(f"callbacks must be a Callback or a list of them; received {type(callbacks).__name__}.")
