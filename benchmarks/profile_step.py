@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mlp  # noqa: E402
 
 import nnx  # noqa: E402
-from nnx import data, models, optimizers  # noqa: E402
+from nnx import models, optimizers, training  # noqa: E402
 
 PHASES = ("take", "forward", "loss", "backward", "update", "rest")
 
@@ -40,13 +40,33 @@ def timed(owner, name: str, into: dict, phase: str):
     return lambda: setattr(owner, name, original)
 
 
+def timed_iter(owner, into, phase):
+    """Time spent producing each item of ``owner``'s iterator (the batches: gather and staging)."""
+    original = owner.__iter__
+
+    def wrapper(self):
+        it = original(self)
+        while True:
+            start = time.perf_counter()
+            try:
+                item = next(it)
+            except StopIteration:
+                into[phase] += time.perf_counter() - start
+                return
+            into[phase] += time.perf_counter() - start
+            yield item
+
+    owner.__iter__ = wrapper
+    return lambda: setattr(owner, "__iter__", original)
+
+
 def profile_nnx(x, y, batch_size, epochs, backend, into):
     """nnx's fit with its phases timed; backward is compute_gradients less forward and loss."""
     t = collections.defaultdict(float)
     loss_class = type(nnx.losses.get("sparse_categorical_crossentropy"))
-    undo = [timed(data, "take_rows", t, "take"),
-            timed(models.Sequential, "_forward", t, "forward"),
-            timed(loss_class, "fused_value_and_gradient", t, "loss"),
+    undo = [timed_iter(training.Batches, t, "take"),
+            timed(models.Sequential, "forward", t, "forward"),
+            timed(loss_class, "logits_value_and_gradient", t, "loss"),
             timed(models.Sequential, "compute_gradients", t, "compute_gradients"),
             timed(optimizers.Optimizer, "apply", t, "update")]
     try:

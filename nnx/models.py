@@ -187,6 +187,10 @@ class Sequential(Layer):
     def output_activation(self):
         return None
 
+    @property
+    def _dtype(self) -> str:
+        return self.dtype
+
     # -- the chain -------------------------------------------------------------------------
     def forward(self, x: Any, training: bool = False) -> tuple[Any, Any]:
         """``(y, saved)``: the output, and each layer's saved context (None in inference, where

@@ -174,7 +174,7 @@ class Loop:
         for step, (start, stop, (xb, yb)) in enumerate(batches):
             if hooks:
                 cbs.call("on_test_batch_begin", step, sums.running())
-            p = model.forward(xb, training=False)
+            p = model.forward(xb, training=False)[0]
             sums.add(model.loss.forward(xp, yb, p), yb, p, stop - start)
             if hooks:
                 cbs.call("on_test_batch_end", step, sums.running())
@@ -196,7 +196,7 @@ class Loop:
         for step, (_start, _stop, (xb,)) in enumerate(batches):
             if hooks:
                 cbs.call("on_predict_batch_begin", step, {})
-            outputs.append(model.forward(xb, training=False))
+            outputs.append(model.forward(xb, training=False)[0])
             if hooks:
                 cbs.call("on_predict_batch_end", step, {"outputs": outputs[-1]})
             if bar.verbose == 1:

@@ -1,11 +1,15 @@
 """One suite for every backend. The ``backend`` fixture yields, in turn:
 
 - numpy;
+- numpy without fast paths (the portable operations only), so every test covers both the
+  portable code and the NumPy kernels;
 - array_api_strict on "device1" (arrays created without ``device=`` would fail to combine);
 - array_api_strict on "no_float64" (any float64 creeping into float32 code raises);
-- cupy, when a CUDA device is usable (otherwise a skip that says why).
+- cupy, when a CUDA device is usable.
 
-``NNX_TEST_BACKENDS=numpy,array_api_strict,cupy`` selects among them.
+``NNX_TEST_BACKENDS=numpy,array_api_strict,cupy`` selects among them (``numpy`` covers both numpy
+configurations). Without it, cupy joins only where it can run; a backend the variable asks for
+that cannot run here is an error, not a pass with no tests.
 """
 from __future__ import annotations
 
@@ -16,31 +20,46 @@ import pytest
 
 import nnx
 
-_ALL = [("numpy", None), ("array_api_strict", "device1"), ("array_api_strict", "no_float64"), ("cupy", 0)]
+_ALL = [("numpy", None), ("numpy", "cpu-portable"), ("array_api_strict", "device1"),
+        ("array_api_strict", "no_float64"), ("cupy", 0)]
+
+
+def _unusable(name: str) -> str | None:
+    from nnx import backend as _backend
+
+    try:
+        return _backend._adapter(name).unavailable_reason()
+    except ImportError as e:
+        return str(e)
 
 
 def _selected() -> list[tuple[str, object]]:
-    names = [n.strip() for n in os.environ.get("NNX_TEST_BACKENDS", "numpy,array_api_strict,cupy").split(",") if n.strip()]
+    asked = os.environ.get("NNX_TEST_BACKENDS")
+    names = [n.strip() for n in (asked or "numpy,array_api_strict,cupy").split(",") if n.strip()]
     unknown = set(names) - {n for n, _ in _ALL}
     if unknown:
         raise pytest.UsageError(f"NNX_TEST_BACKENDS: unknown backends {sorted(unknown)}")
-    return [(n, d) for n, d in _ALL if n in names]
+    chosen = []
+    for name in dict.fromkeys(names):
+        reason = _unusable(name)
+        if reason is not None:
+            if asked:
+                raise pytest.UsageError(f"NNX_TEST_BACKENDS asks for {name}, which cannot run here: {reason}")
+            continue
+        chosen += [(n, d) for n, d in _ALL if n == name]
+    return chosen
 
 
 def _id(param: tuple[str, object]) -> str:
     name, device = param
-    return {"numpy": "numpy", "cupy": "cupy"}.get(name, f"strict-{device}")
+    if name == "numpy":
+        return "numpy" if device is None else "numpy-portable"
+    return "cupy" if name == "cupy" else f"strict-{device}"
 
 
 @pytest.fixture(params=_selected(), ids=_id)
 def backend(request):
     name, device = request.param
-    if name == "cupy":
-        from nnx.backends import cupy_backend
-
-        reason = cupy_backend.unavailable_reason()
-        if reason:
-            pytest.skip(f"cupy backend not usable here: {reason}")
     previous = nnx.floatx()
     nnx.set_floatx("float32")
     nnx.seed(0)
