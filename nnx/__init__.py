@@ -7,7 +7,7 @@ running on NumPy (CPU), CuPy (CUDA GPU) or any Array API namespace with an adapt
 """
 from __future__ import annotations
 
-from . import activations, callbacks, initializers, layers, losses, metrics, optimizers, regularizers
+from . import activations, callbacks, initializers, layers, losses, metrics, models, ops, optimizers, regularizers
 from .backend import (
     Backend,
     asarray,
@@ -19,7 +19,7 @@ from .backend import (
     to_numpy,
     use_backend,
 )
-from .layers import Activation, Dense, Dropout, Flatten, Input, Layer
+from .layers import Activation, Dense, Dropout, Flatten, Input, Layer, Weight
 from .models import Sequential
 from .random import seed
 from .saving import load_model
@@ -30,6 +30,6 @@ __version__ = "0.1.0"
 __all__ = [
     "Backend", "asarray", "available_backends", "floatx", "get_backend", "set_backend", "set_floatx",
     "to_numpy", "use_backend", "seed", "Sequential", "Input", "Dense", "Activation", "Dropout", "Flatten",
-    "Layer", "load_model", "plot_history", "activations", "callbacks", "initializers", "layers", "losses",
+    "Layer", "Weight", "load_model", "models", "ops", "plot_history", "activations", "callbacks", "initializers", "layers", "losses",
     "metrics", "optimizers", "regularizers", "__version__",
 ]

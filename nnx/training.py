@@ -84,7 +84,8 @@ class Sums:
 
     def _wide(self, v: Any) -> Any:
         xp = self.xp
-        return xp.astype(v, xp.float32) if getattr(v, "dtype", None) == xp.float16 else v
+        half = getattr(xp, "float16", None)  # not in the Array API standard
+        return xp.astype(v, xp.float32) if half is not None and getattr(v, "dtype", None) == half else v
 
     def add(self, loss: Any, y: Any, p: Any, n: int) -> None:
         self.values["loss"] = self.values["loss"] + self._wide(loss) * n
@@ -133,11 +134,21 @@ class Loop:
         batch_hooks = cbs.wants("on_train_batch_begin") or cbs.wants("on_train_batch_end")
         live = self.verbose == 1
         cbs.call("on_train_begin", {})
+        try:
+            self._epochs(train, epochs, initial_epoch, validation, batch_hooks, live)
+        finally:
+            _progbar.end_line()
+        cbs.call("on_train_end", {})
+        return self.history
+
+    def _epochs(self, train, epochs, initial_epoch, validation, batch_hooks, live) -> None:
+        model, cbs = self.model, self.callbacks
         for epoch in range(initial_epoch, epochs):
             cbs.call("on_epoch_begin", epoch, {})
-            if self.verbose:
-                _progbar.message(f"Epoch {epoch + 1}/{epochs}")
-            bar = _progbar.Progbar(len(train), self.verbose)
+            header = f"Epoch {epoch + 1}/{epochs}"
+            if self.verbose == 1:
+                _progbar.message(header)
+            bar = _progbar.Progbar(len(train), self.verbose, prefix=header if self.verbose == 2 else "")
             sums = Sums(model, self.backend.xp)
             done = 0
             for step, (start, stop, (xb, yb)) in enumerate(train):
@@ -159,8 +170,6 @@ class Loop:
             bar.update(done, final=True, extra=logs)
             if model.stop_training:
                 break
-        cbs.call("on_train_end", {})
-        return self.history
 
     # -- evaluate ---------------------------------------------------------------------------
     def evaluate(self, batches: Batches, in_fit: bool = False) -> dict[str, float]:
