@@ -17,7 +17,10 @@ def to_array(a: Any, backend: _backend.Backend, what: str) -> Any:
     """A user input as either a host numpy array or an array already on ``backend``'s device."""
     if a is None:
         raise ValueError(f"{what} is required; received None.")
-    if backend.owns(a):
+    if backend.owns(a) and not isinstance(a, (np.ndarray, np.generic)):
+        if not (backend.xp.isdtype(a.dtype, "integral") or backend.xp.isdtype(a.dtype, "real floating")
+                or a.dtype == backend.xp.bool):
+            raise ValueError(f"{what} must hold real numbers (int, float or bool); received an array of dtype {a.dtype}.")
         return a if getattr(a, "device", backend.device) == backend.device else backend.xp.asarray(a, device=backend.device)
     if isinstance(a, np.ma.MaskedArray):
         raise ValueError(f"{what} must be a plain array; received a masked array (fill or drop the masked "
@@ -89,6 +92,12 @@ def check_y(y: Any, n: int, loss: Any, output_shape: tuple[int, ...], backend: _
         raise ValueError(f"{what}x and {what}y must have the same number of samples: {n} samples in x, "
                          f"received {received}.")
     check_finite(y, backend, f"{what}y")
+    bounds = getattr(loss, "target_range", None)
+    if bounds is not None and int(y.shape[0]) > 0:
+        lo, hi = _min_max(y, backend)
+        if lo < bounds[0] or hi > bounds[1]:
+            raise ValueError(f"{loss.name} expects targets in [{bounds[0]}, {bounds[1]}]; received {what}y from "
+                             f"{lo:g} to {hi:g}.")
     if loss.sparse_labels:
         if y.ndim == 2 and y.shape[1] == 1:
             y = y[:, 0]
@@ -118,6 +127,12 @@ def check_y(y: Any, n: int, loss: Any, output_shape: tuple[int, ...], backend: _
     return y
 
 
+def _min_max(y: Any, backend: _backend.Backend) -> tuple[float, float]:
+    if is_host(y):
+        return float(np.min(y)), float(np.max(y))
+    return float(backend.xp.min(y)), float(backend.xp.max(y))
+
+
 def _label_stats(y: Any, backend: _backend.Backend) -> tuple[int, int, bool]:
     if is_host(y):
         if y.size == 0:
@@ -130,9 +145,11 @@ def _label_stats(y: Any, backend: _backend.Backend) -> tuple[int, int, bool]:
 
 
 def cast(a: Any, dtype: str, backend: _backend.Backend) -> Any:
-    """Cast on the host (before the move) or on the device, whichever side ``a`` is on."""
+    """Cast on the host (before the move) or on the device, whichever side ``a`` is on. Values
+    beyond the dtype's range become inf here, which the finite check after the cast refuses."""
     if is_host(a):
-        return a.astype(dtype, copy=False)
+        with np.errstate(over="ignore"):
+            return a.astype(dtype, copy=False)
     target = backend.dtype(dtype)
     return a if a.dtype == target else backend.xp.astype(a, target)
 

@@ -226,6 +226,7 @@ class BinaryCrossentropy(_CrossEntropy):
     """
 
     name = "binary_crossentropy"
+    target_range = (0.0, 1.0)  # checked on the data before training
 
     def fuses_with(self, activation):
         from .activations import Sigmoid
