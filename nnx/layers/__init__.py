@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from ..registry import Registry
 from .base import Layer, Weight
-from .core import Activation, Dense, Dropout, Flatten, Input
+from .core import Activation, Dense, Dropout, Flatten, Input, LeakyReLU, ReLU, Reshape, Softmax
 
 registry = Registry("layer class", Layer)
-for _cls in (Input, Dense, Activation, Dropout, Flatten):
+for _cls in (Input, Dense, Activation, Dropout, Flatten, ReLU, LeakyReLU, Softmax, Reshape):
     registry.add(_cls, _cls.__name__)
 
 
@@ -33,5 +33,5 @@ def deserialize(config: dict) -> Layer:
     return cls(**layer_config)
 
 
-__all__ = ["Layer", "Weight", "Input", "Dense", "Activation", "Dropout", "Flatten", "register", "serialize",
-           "deserialize"]
+__all__ = ["Layer", "Weight", "Input", "Dense", "Activation", "Dropout", "Flatten", "ReLU", "LeakyReLU", "Softmax",
+           "Reshape", "register", "serialize", "deserialize"]

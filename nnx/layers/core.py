@@ -204,3 +204,124 @@ class Flatten(Layer):
 
     def backward(self, saved, dy, need_dx=True):
         return self.xp.reshape(dy, (dy.shape[0], *self.input_shape)), {}
+
+
+class ReLU(Activation):
+    """The ReLU activation as a layer: ``max(x, 0)``.
+
+    >>> nnx.Sequential([nnx.Input(4), nnx.Dense(8), nnx.layers.ReLU()])
+    """
+
+    def __init__(self, **kwargs: Any):
+        kwargs.pop("activation", None)
+        super().__init__("relu", **kwargs)
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.pop("activation")
+        return config
+
+
+class LeakyReLU(Activation):
+    """``x`` for x > 0, else ``negative_slope * x`` (Keras's default slope 0.3).
+
+    Args:
+        negative_slope: the slope for negative inputs, >= 0.
+
+    >>> nnx.layers.LeakyReLU(negative_slope=0.1)
+    """
+
+    def __init__(self, negative_slope: float = 0.3, **kwargs: Any):
+        kwargs.pop("activation", None)
+        slope = float(negative_slope)
+        if not slope >= 0.0:
+            raise ValueError(f"negative_slope must be a float >= 0; received {negative_slope!r}.")
+        super().__init__(_activations.LeakyReLU(slope), **kwargs)
+        self.negative_slope = slope
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.pop("activation")
+        return {**config, "negative_slope": self.negative_slope}
+
+
+class _AxisSoftmax(_activations.ActivationFunction):
+    name, saves = "softmax", "y"
+
+    def __init__(self, axis: int):
+        self.axis = axis
+
+    def forward(self, xp, x):
+        e = xp.exp(x - xp.max(x, axis=self.axis, keepdims=True))
+        return e / xp.sum(e, axis=self.axis, keepdims=True)
+
+    def backward(self, xp, dy, y):
+        return y * (dy - xp.sum(dy * y, axis=self.axis, keepdims=True))
+
+
+class Softmax(Activation):
+    """Softmax over ``axis`` (default the last) as a layer.
+
+    Args:
+        axis: the axis normalised (an int; the batch axis 0 is not allowed).
+
+    >>> nnx.Sequential([nnx.Input(4), nnx.Dense(3), nnx.layers.Softmax()])
+    """
+
+    def __init__(self, axis: int = -1, **kwargs: Any):
+        kwargs.pop("activation", None)
+        axis = as_int(axis, "axis", minimum=-(2**31))
+        if axis == 0:
+            raise ValueError("Softmax axis must not be 0, the batch axis; received 0.")
+        super().__init__(_activations.Softmax() if axis == -1 else _AxisSoftmax(axis), **kwargs)
+        self.axis = axis
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.pop("activation")
+        return {**config, "axis": self.axis}
+
+
+class Reshape(Layer):
+    """Reshapes each sample to ``target_shape`` (batch axis excluded; one entry may be -1).
+
+    Args:
+        target_shape: a tuple of ints, at most one of them -1.
+
+    >>> nnx.Sequential([nnx.Input(12), nnx.layers.Reshape((3, 4))])
+    """
+
+    def __init__(self, target_shape: tuple[int, ...], **kwargs: Any):
+        super().__init__(**kwargs)
+        try:
+            dims = tuple(int(d) for d in target_shape)
+        except TypeError:
+            raise ValueError(f"target_shape must be a tuple of ints; received {target_shape!r}.") from None
+        if not dims or dims.count(-1) > 1 or any(d == 0 or d < -1 for d in dims):
+            raise ValueError(f"target_shape must be positive ints with at most one -1; received {target_shape!r}.")
+        self.target_shape = dims
+
+    def compute_output_shape(self, input_shape):
+        total = math.prod(input_shape)
+        known = math.prod(d for d in self.target_shape if d != -1)
+        if -1 in self.target_shape:
+            if total % known:
+                raise ValueError(f"Cannot reshape samples of shape {tuple(input_shape)} to {self.target_shape}.")
+            return tuple(total // known if d == -1 else d for d in self.target_shape)
+        if known != total:
+            raise ValueError(f"Cannot reshape samples of shape {tuple(input_shape)} ({total} values) to "
+                             f"{self.target_shape} ({known} values).")
+        return self.target_shape
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self.compute_output_shape(input_shape)  # refuse a mismatch at build time
+
+    def forward(self, x, training=False):
+        return self.xp.reshape(x, (x.shape[0], *self.output_shape)), None
+
+    def backward(self, saved, dy, need_dx=True):
+        return self.xp.reshape(dy, (dy.shape[0], *self.input_shape)), {}
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "target_shape": list(self.target_shape)}
