@@ -24,8 +24,12 @@ def test_bug2_tanh_derivative_is_one_minus_tanh_squared(backend):
     points = [-2.0, -0.5, 0.0, 0.7, 3.0]
     act = nnx.activations.get("tanh")
     x = nnx.asarray(np.array(points, dtype="float32"))
-    dx = act.backward(xp, nnx.asarray(np.ones(5, dtype="float32")), x, act.forward(xp, x))
+    assert act.saves == "y"
+    dx = act.backward(xp, nnx.asarray(np.ones(5, dtype="float32")), act.forward(xp, x))
     assert_close(dx, [1 - math.tanh(p) ** 2 for p in points])
+    y, saved = backend.ops.activation(act, x)  # the backend's path (a kernel on numpy) agrees
+    assert_close(backend.ops.activation_backward(act, nnx.asarray(np.ones(5, dtype="float32")), saved),
+                 [1 - math.tanh(p) ** 2 for p in points])
 
 
 def test_bug3_linear_activation_backpropagates_identity(backend):
@@ -33,17 +37,21 @@ def test_bug3_linear_activation_backpropagates_identity(backend):
     act = nnx.activations.get(None)
     x = nnx.asarray(np.array([-3.0, -0.1, 2.0], dtype="float32"))
     dy = nnx.asarray(np.array([0.5, -1.0, 2.0], dtype="float32"))
-    assert_close(act.backward(xp, dy, x, act.forward(xp, x)), [0.5, -1.0, 2.0])  # ReLU's would zero the first two
+    assert act.saves is None  # nothing to keep: the identity needs neither x nor y
+    assert_close(act.backward(xp, dy, None), [0.5, -1.0, 2.0])  # ReLU's would zero the first two
+    _, saved = backend.ops.activation(act, x)
+    assert_close(backend.ops.activation_backward(act, dy, saved), [0.5, -1.0, 2.0])
 
 
 def test_bug4_bias_gradient_is_per_unit_sum_over_batch(backend):
     layer = nnx.Dense(3)
     layer.build((2,))
     x = nnx.asarray(np.array([[1.0, 2.0], [3.0, 4.0]], dtype="float32"))
-    layer.forward(x, training=True)
+    _, saved = layer.forward(x, training=True)
     dz = np.array([[1.0, 2.0, 3.0], [10.0, 20.0, 30.0]], dtype="float32")
-    layer.backward(nnx.asarray(dz))
-    d_kernel, d_bias = (nnx.to_numpy(g) for g in layer.grads)
+    _, grads = layer.backward(saved, nnx.asarray(dz))
+    assert set(grads) == {layer.kernel, layer.bias}
+    d_kernel, d_bias = nnx.to_numpy(grads[layer.kernel]), nnx.to_numpy(grads[layer.bias])
     assert d_bias.shape == (3,)
     assert_close(d_bias, [11.0, 22.0, 33.0])
     assert_close(d_kernel, [[31.0, 62.0, 93.0], [42.0, 84.0, 126.0]])  # x.T @ dz by hand
@@ -83,10 +91,14 @@ def test_bug7_layers_persist_and_predict_returns_array(backend):
     dense = nnx.Dense(2)
     model = nnx.Sequential([nnx.Input(3), dense])
     kernel_before = model.layers[0].kernel
+    array_before = kernel_before.value
+    values_before = kernel_before.numpy()
     model.compile("sgd", "mse")
     x = np.ones((4, 3), dtype="float32")
     model.fit(x, np.zeros((4, 2), dtype="float32"), epochs=2, verbose=0)
-    assert model.layers[0] is dense and dense.kernel is kernel_before  # trained in place, never re-created
+    assert model.layers[0] is dense and dense.kernel is kernel_before  # the same record, never re-created
+    assert dense.kernel.value is array_before  # and the same array, updated in place
+    assert not np.array_equal(nnx.to_numpy(array_before), values_before)
     out = model.predict(x)
     assert backend.owns(out) and tuple(out.shape) == (4, 2)
 

@@ -100,6 +100,8 @@ def test_no_float64_in_float32_training(backend):
     x = np.random.default_rng(0).normal(size=(20, 3))  # float64 on the host: cast there before moving
     y = np.eye(2)[np.arange(20) % 2]
     model.fit(x, y, epochs=2, batch_size=8, validation_split=0.2, verbose=0)
-    for w in model.weights + [s for slots in model.optimizer._state for s in slots]:
-        assert w.dtype == backend.xp.float32
+    slots = [s for weight_slots in model.optimizer._slots.values() for s in weight_slots]
+    assert len(slots) == len(model.weights)  # RMSprop: one slot per weight
+    for a in [w.value for w in model.weights] + slots:
+        assert a.dtype == backend.xp.float32
     assert model.predict(x).dtype == backend.xp.float32

@@ -158,8 +158,14 @@ def test_model_on_another_backend(backend):
 def test_bad_hyperparameters(backend):
     model = _classifier()
     x, y = _data()
-    for kwargs in ({"epochs": 0}, {"batch_size": -1}, {"validation_split": 1.0}):
+    for kwargs in ({"epochs": -1}, {"batch_size": -1}, {"batch_size": 0}, {"validation_split": 1.0},
+                   {"validation_split": -0.1}, {"initial_epoch": -1}):
         with pytest.raises(ValueError, match="received"):
             model.fit(x, y, verbose=0, **kwargs)
+    before = model.get_weights()
+    history = model.fit(x, y, epochs=0, verbose=0)  # as Keras: zero epochs train nothing
+    assert history.history == {}
+    for a, b in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="Unknown loss"):
         model.compile("sgd", loss="mse2")

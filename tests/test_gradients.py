@@ -28,8 +28,14 @@ def test_activation_gradient(backend64, name):
 
     xd = on_device(x)
     y = act.forward(xp, xd)
-    dx = nnx.to_numpy(act.backward(xp, on_device(r.copy()), xd, y))
-    np.testing.assert_allclose(dx, numeric_grad(loss, x.copy()), rtol=1e-6, atol=1e-8)
+    saved = {"y": y, "x": xd, None: None}[act.saves]  # exactly what the activation declares
+    dx = nnx.to_numpy(act.backward(xp, on_device(r.copy()), saved))
+    expected = numeric_grad(loss, x.copy())
+    np.testing.assert_allclose(dx, expected, rtol=1e-6, atol=1e-8)
+    # the backend's path (a kernel where it has one) from what its own forward saved
+    _, saved = backend64.ops.activation(act, xd)
+    dx = nnx.to_numpy(backend64.ops.activation_backward(act, on_device(r.copy()), saved))
+    np.testing.assert_allclose(dx, expected, rtol=1e-6, atol=1e-8)
 
 
 def _loss_case(name):
@@ -85,8 +91,11 @@ def test_fused_output_gradient(backend64, name, activation):
     def value(zh):
         return float(loss.forward(xp, yd, act.forward(xp, on_device(zh))))
 
-    g = nnx.to_numpy(loss.fused_backward(xp, yd, act.forward(xp, on_device(z))))
-    np.testing.assert_allclose(g, numeric_grad(value, z.copy()), rtol=1e-6, atol=1e-9)
+    assert loss.fuses_with(act)
+    p = act.forward(xp, on_device(z))
+    value_fused, g = loss.logits_value_and_gradient(backend64.ops, yd, p)
+    np.testing.assert_allclose(float(value_fused), value(z), rtol=1e-12)
+    np.testing.assert_allclose(nnx.to_numpy(g), numeric_grad(value, z.copy()), rtol=1e-6, atol=1e-9)
 
 
 @pytest.mark.parametrize("activation", ["linear", "tanh", "relu"])
@@ -103,11 +112,14 @@ def test_dense_gradient(backend64, activation):
         probe = nnx.Dense(3, activation=activation)
         probe.build((4,))
         probe.set_weights([k_, b_])
-        return float(np.sum(nnx.to_numpy(probe.forward(on_device(x_))) * r))
+        return float(np.sum(nnx.to_numpy(probe(on_device(x_))) * r))
 
-    layer.forward(on_device(x), training=True)
-    dx = nnx.to_numpy(layer.backward(on_device(r.copy())))  # backward may overwrite dy
-    d_kernel, d_bias = (nnx.to_numpy(g) for g in layer.grads)
+    _, saved = layer.forward(on_device(x), training=True)
+    dy = on_device(r.copy())
+    dx, grads = layer.backward(saved, dy)
+    np.testing.assert_array_equal(nnx.to_numpy(dy), r)  # dy is read-only
+    dx = nnx.to_numpy(dx)
+    d_kernel, d_bias = nnx.to_numpy(grads[layer.kernel]), nnx.to_numpy(grads[layer.bias])
     np.testing.assert_allclose(dx, numeric_grad(lambda v: loss_of(v, kernel, bias), x.copy()), rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(d_kernel, numeric_grad(lambda v: loss_of(x, v, bias), kernel.copy()), rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(d_bias, numeric_grad(lambda v: loss_of(x, kernel, v), bias.copy()), rtol=1e-6, atol=1e-8)
@@ -127,19 +139,21 @@ def test_three_layer_model_gradient(backend64, loss, last):
     if loss == "binary_crossentropy":
         y = rng.integers(0, 2, size=(6, 1)).astype(float)
     xd, yd = on_device(x), on_device(y)
-    _, _, params, grads = model.compute_gradients(xd, yd)
+    grads = model.compute_gradients(xd, yd).grads
+    records = model.weights
+    assert set(grads) == set(records)
     weights = model.get_weights()
 
     for i, w in enumerate(weights):
         def value(v, i=i):
             trial = [*weights[:i], v, *weights[i + 1:]]
             model.set_weights(trial)
-            loss_value = float(model.compute_gradients(xd, yd)[0])
+            loss_value = float(model.compute_gradients(xd, yd).loss)
             return loss_value
 
         expected = numeric_grad(value, w.copy())
         model.set_weights(weights)
-        np.testing.assert_allclose(nnx.to_numpy(grads[i]), expected, rtol=1e-5, atol=1e-8)
+        np.testing.assert_allclose(nnx.to_numpy(grads[records[i]]), expected, rtol=1e-5, atol=1e-8)
 
 
 def test_dense_on_sequences_and_flatten_gradient(backend64):
@@ -150,13 +164,14 @@ def test_dense_on_sequences_and_flatten_gradient(backend64):
     assert model.layers[0].output_shape == (3, 5) and model.layers[1].output_shape == (15,)
     rng = np.random.default_rng(9)
     xd, yd = on_device(rng.normal(size=(6, 3, 4))), on_device(np.eye(2)[rng.integers(0, 2, size=6)])
-    _, _, _, grads = model.compute_gradients(xd, yd)
+    grads = model.compute_gradients(xd, yd).grads
+    records = model.weights
     weights = model.get_weights()
     for i, w in enumerate(weights):
         def value(v, i=i):
             model.set_weights([*weights[:i], v, *weights[i + 1:]])
-            return float(model.compute_gradients(xd, yd)[0])
+            return float(model.compute_gradients(xd, yd).loss)
 
         expected = numeric_grad(value, w.copy())
         model.set_weights(weights)
-        np.testing.assert_allclose(nnx.to_numpy(grads[i]), expected, rtol=1e-5, atol=1e-8)
+        np.testing.assert_allclose(nnx.to_numpy(grads[records[i]]), expected, rtol=1e-5, atol=1e-8)

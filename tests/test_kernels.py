@@ -1,69 +1,155 @@
-"""A backend's fused kernels give the same results as the portable Array API code they replace."""
+"""A backend's kernels (its ``Ops`` subclass) give the results of the portable ``nnx.ops.Ops`` code
+they replace, and the fast paths a backend declares are the ones that actually run."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 import nnx
+from conftest import assert_close
+
+KERNEL_SCALE = 1000.0  # a kernel may round differently (fused multiply-adds, GPU tanh): 1000 eps
 
 
 @pytest.fixture
 def fused(backend):
-    if not backend.kernels:
-        pytest.skip(f"the {backend.name} backend has no fused kernels (portable code only)")
+    if type(backend.ops) is nnx.ops.Ops:
+        pytest.skip(f"{backend.describe()} runs the portable operations only")
     return backend
+
+
+def _portable(backend):
+    return nnx.ops.Ops(backend.xp, backend.device)
 
 
 def _arrays(shape, seed):
     return np.random.default_rng(seed).normal(size=shape).astype("float32")
 
 
-@pytest.mark.parametrize("name", ["linear", "relu", "tanh", "sigmoid", "softmax", "gelu"])
-@pytest.mark.parametrize("use_bias", [True, False])
-def test_bias_activation(fused, name, use_bias):
-    xp = fused.xp
+class _Spy:
+    """Wraps an instance method of an activation and counts its calls (the class is unchanged, so
+    the backend still dispatches on it)."""
+
+    def __init__(self, act, method):
+        self.calls = 0
+        original = getattr(act, method)
+
+        def wrapper(*args, **kwargs):
+            self.calls += 1
+            return original(*args, **kwargs)
+
+        setattr(act, method, wrapper)
+
+
+ACTIVATIONS = list(nnx.activations.ALL)
+
+
+def test_fused_backend_declares_fast_paths(fused):
+    assert fused.ops.fast_activations, "a backend with its own Ops should declare its activation kernels"
+    assert fused.ops.fast_activations <= set(nnx.activations.ALL)
+    assert nnx.ops.Ops.fast_activations == frozenset()
+
+
+@pytest.mark.parametrize("cls", ACTIVATIONS, ids=lambda c: c.name)
+@pytest.mark.parametrize("use_bias", [True, False], ids=["bias", "no_bias"])
+def test_bias_activation(fused, cls, use_bias):
     z, b = _arrays((16, 8), 0), _arrays((8,), 1)
-    act = nnx.activations.get(name)
-    expected = act.forward(xp, nnx.asarray(z + b if use_bias else z))
-    result = fused.kernels["bias_activation"](nnx.asarray(z), nnx.asarray(b) if use_bias else None, name)
-    if result is None:
-        assert name in ("gelu", "softmax"), f"{name} should have a fused kernel"
-        return
-    np.testing.assert_allclose(nnx.to_numpy(result), nnx.to_numpy(expected), rtol=2e-6, atol=2e-7)
+    act = cls()
+    bd = nnx.asarray(b) if use_bias else None
+    y_ref, saved_ref = _portable(fused).bias_activation(nnx.asarray(z), bd, act)
+    spy = _Spy(act, "forward")
+    y, saved = fused.ops.bias_activation(nnx.asarray(z), bd, act)
+    if cls in fused.ops.fast_activations:
+        assert spy.calls == 0, f"{cls.__name__} is declared fast but its portable forward ran"
+    else:
+        assert spy.calls == 1
+    assert_close(y, y_ref, scale=KERNEL_SCALE)
+    assert (saved is None) == (saved_ref is None) == (act.saves is None)
+    if saved is not None:
+        assert_close(saved, saved_ref, scale=KERNEL_SCALE)
+    if use_bias:
+        np.testing.assert_array_equal(nnx.to_numpy(bd), b)  # b is read-only
 
 
-@pytest.mark.parametrize("name", ["linear", "relu", "tanh", "sigmoid", "elu"])
-def test_activation_backward(fused, name):
-    xp = fused.xp
-    act = nnx.activations.get(name)
+@pytest.mark.parametrize("cls", ACTIVATIONS, ids=lambda c: c.name)
+def test_activation_and_backward(fused, cls):
+    act = cls()
     x = nnx.asarray(_arrays((16, 8), 2))
-    y = act.forward(xp, x)
-    dy = _arrays((16, 8), 3)
-    expected = act.backward(xp, nnx.asarray(dy), x, y)
-    result = fused.kernels["activation_backward"](name, nnx.asarray(dy.copy()), x, y)
-    if result is None:
-        assert name == "elu"
-        return
-    np.testing.assert_allclose(nnx.to_numpy(result), nnx.to_numpy(expected), rtol=2e-6, atol=2e-7)
+    dy_host = _arrays((16, 8), 3)
+    y_ref, saved_ref = _portable(fused).activation(act, x)
+    y, saved = fused.ops.activation(act, x)
+    assert_close(y, y_ref, scale=KERNEL_SCALE)
+    np.testing.assert_array_equal(nnx.to_numpy(x), _arrays((16, 8), 2))  # x is read-only
+    dy = nnx.asarray(dy_host)
+    expected = _portable(fused).activation_backward(act, dy, saved_ref)
+    result = fused.ops.activation_backward(act, dy, saved)
+    assert_close(result, expected, scale=KERNEL_SCALE)
+    np.testing.assert_array_equal(nnx.to_numpy(dy), dy_host)  # dy is read-only
 
 
-@pytest.mark.parametrize("make", [
+@pytest.mark.parametrize("base", ACTIVATIONS, ids=lambda c: c.name)
+def test_subclass_of_a_fast_class_runs_its_own_code(backend, base):
+    """Fast paths go by exact class: a user's subclass (here: doubling the output) of any activation,
+    those with kernels included, runs its own forward and backward on every backend."""
+
+    class Doubled(base):
+        def forward(self, xp, x):
+            return 2.0 * base.forward(self, xp, x)
+
+        def backward(self, xp, dy, saved):
+            return 2.0 * base.backward(self, xp, dy, saved / 2.0 if self.saves == "y" else saved)
+
+    act, ref = Doubled(), base()
+    assert not backend.ops.has_fast_path(act)
+    x = _arrays((4, 3), 4)
+    y, saved = backend.ops.bias_activation(nnx.asarray(x), None, act)
+    assert_close(y, 2.0 * nnx.to_numpy(ref.forward(backend.xp, nnx.asarray(x))))
+    dy = nnx.asarray(np.ones((4, 3), dtype="float32"))
+    _, saved_ref = _portable(backend).activation(ref, nnx.asarray(x))
+    assert_close(backend.ops.activation_backward(act, dy, saved),
+                 2.0 * nnx.to_numpy(ref.backward(backend.xp, dy, saved_ref)))
+
+
+def test_relu_backward_blocks_inf_and_nan_where_y_is_not_positive(backend):
+    """dx = dy where y > 0, else exactly 0: a multiplication by a 0/1 mask would give NaN for inf or
+    NaN upstream gradients."""
+    act = nnx.activations.ReLU()
+    y = nnx.asarray(np.array([[0.0, 0.0, 2.0, 0.0, 1.0]], dtype="float32"))
+    dy = nnx.asarray(np.array([[np.inf, np.nan, 3.0, -np.inf, 1.0]], dtype="float32"))
+    for ops in (backend.ops, _portable(backend)):
+        dx = nnx.to_numpy(ops.activation_backward(act, dy, y))
+        np.testing.assert_array_equal(dx, [[0.0, 0.0, 3.0, 0.0, 1.0]])
+
+
+OPTIMIZERS = [
     lambda: nnx.optimizers.SGD(0.1), lambda: nnx.optimizers.SGD(0.1, momentum=0.9),
     lambda: nnx.optimizers.SGD(0.1, momentum=0.9, nesterov=True), lambda: nnx.optimizers.Adam(0.01),
-    lambda: nnx.optimizers.RMSprop(0.01)], ids=["sgd", "momentum", "nesterov", "adam", "rmsprop"])
+    lambda: nnx.optimizers.RMSprop(0.01)]
+OPTIMIZER_IDS = ["sgd", "momentum", "nesterov", "adam", "rmsprop"]
+
+
+@pytest.mark.parametrize("make", OPTIMIZERS, ids=OPTIMIZER_IDS)
 def test_optimizer_updates(fused, monkeypatch, make):
     grads = [_arrays((5, 3), s) for s in range(3)]
+    name = {"SGD": "sgd_update", "Adam": "adam_update", "RMSprop": "rmsprop_update"}[type(make()).__name__]
+    assert getattr(type(fused.ops), name) is not getattr(nnx.ops.Ops, name), f"{name} has no kernel here"
 
     def run():
-        w = nnx.asarray(_arrays((5, 3), 9))
+        weight = nnx.Weight("w", nnx.asarray(_arrays((5, 3), 9)))
+        array = weight.value
         opt = make()
         for g in grads:
-            opt.apply([w], [nnx.asarray(g.copy())], fused)
-        return nnx.to_numpy(w)
+            opt.apply({weight: nnx.asarray(g.copy())}, fused)
+        assert weight.value is array  # in place
+        return nnx.to_numpy(weight.value), [nnx.to_numpy(s) for s in opt._slots[weight]]
 
-    with_kernels = run()
-    monkeypatch.setattr(fused, "kernels", {})
-    np.testing.assert_allclose(with_kernels, run(), rtol=1e-6, atol=1e-7)
+    w_kernel, slots_kernel = run()
+    monkeypatch.setattr(fused, "ops", _portable(fused))
+    w_portable, slots_portable = run()
+    assert_close(w_kernel, w_portable, scale=KERNEL_SCALE)
+    for a, b in zip(slots_kernel, slots_portable):
+        assert_close(a, b, scale=KERNEL_SCALE)
+    assert not np.allclose(w_kernel, _arrays((5, 3), 9))
 
 
 def test_training_with_and_without_kernels(fused, monkeypatch):
@@ -79,38 +165,75 @@ def test_training_with_and_without_kernels(fused, monkeypatch):
         return model.get_weights(), history.history["loss"]
 
     w_fused, loss_fused = train()
-    monkeypatch.setattr(fused, "kernels", {})
+    monkeypatch.setattr(fused, "ops", _portable(fused))
     w_portable, loss_portable = train()
     np.testing.assert_allclose(loss_fused, loss_portable, rtol=1e-5)
     for a, b in zip(w_fused, w_portable):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("label_shape", ["flat", "column"])
-def test_sparse_crossentropy(fused, label_shape):
-    """The one-pass loss-and-gradient kernel against the portable forward and fused_backward,
-    with probabilities at the clip limits (0 and 1) among the picked ones."""
-    xp = fused.xp
+def _probabilities():
     p = np.random.default_rng(4).dirichlet(np.ones(5), size=12).astype("float32")
     labels = np.random.default_rng(5).integers(0, 5, size=12)
     p[0] = 0.0
     p[0, 1] = 1.0
-    labels[0], labels[1] = 3, int(np.argmax(p[1]))  # a zero and a large picked probability
-    y = labels if label_shape == "flat" else labels[:, None]
-    loss = nnx.losses.SparseCategoricalCrossentropy()
-    pd, yd = nnx.asarray(p), nnx.asarray(y)
-    expected = loss.forward(xp, yd, pd), loss.fused_backward(xp, yd, pd, 0.1)
-    result = loss.fused_value_and_gradient(fused, yd, pd, 0.1)
-    assert fused.kernels.get("sparse_crossentropy") is not None
-    np.testing.assert_allclose(float(result[0]), float(expected[0]), rtol=1e-6)
-    np.testing.assert_allclose(nnx.to_numpy(result[1]), nnx.to_numpy(expected[1]), rtol=1e-6, atol=1e-9)
+    labels[0] = 3  # a picked zero: the lower clip
+    p[1] = 0.0
+    p[1, 2] = 1.0
+    labels[1] = 2  # a picked one: the upper clip
+    return p, labels
+
+
+def _views(p):
+    """p as a transposed view and as a strided view (neither C-contiguous), on the device."""
+    transposed = nnx.asarray(np.ascontiguousarray(p.T)).T
+    wide = np.zeros((p.shape[0], 2 * p.shape[1]), dtype=p.dtype)
+    wide[:, ::2] = p
+    strided = nnx.asarray(wide)[:, ::2]
+    return {"transposed": transposed, "strided": strided, "contiguous": nnx.asarray(p)}
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "transposed", "strided"])
+@pytest.mark.parametrize("label_shape", ["flat", "column"])
+def test_sparse_crossentropy(fused, layout, label_shape):
+    """The one-pass loss-and-gradient kernel against the portable one, on non-contiguous
+    predictions, with picked probabilities at both clip limits (0 and 1)."""
+    p, labels = _probabilities()
+    pd = _views(p)[layout]
+    np.testing.assert_array_equal(nnx.to_numpy(pd), p)
+    eps = max(1e-7, float(np.finfo(np.float32).eps))
+    ld = nnx.asarray(labels)
+    loss_k, dz_k = fused.ops.sparse_crossentropy(pd, ld, eps)
+    loss_p, dz_p = _portable(fused).sparse_crossentropy(pd, ld, eps)
+    assert_close(loss_k, loss_p, scale=KERNEL_SCALE)
+    assert_close(dz_k, dz_p, scale=KERNEL_SCALE)
     np.testing.assert_array_equal(nnx.to_numpy(pd), p)  # the predictions are left as they were
-    # hand check of one row: -log(p[label]) / n, and (p - onehot) * 0.1 / n
-    assert float(result[0]) * 12 == pytest.approx(-np.log(np.clip(p[np.arange(12), labels], 1e-7, 1 - 1e-7)).sum(), rel=1e-5)
+    # by hand: -mean(log(clip(p[label]))) and (p - onehot) / n
+    picked = np.clip(p[np.arange(12), labels].astype(np.float64), eps, 1 - eps)
+    assert float(loss_k) == pytest.approx(-np.log(picked).mean(), rel=1e-5)
+    assert_close(dz_k, (p - np.eye(5, dtype="float32")[labels]) / 12)
+    # through the loss object, with flat or column labels
+    y = labels if label_shape == "flat" else labels[:, None]
+    loss_obj, dz_obj = nnx.losses.SparseCategoricalCrossentropy().logits_value_and_gradient(fused.ops, nnx.asarray(y), pd)
+    assert_close(loss_obj, loss_p, scale=KERNEL_SCALE)
+    assert_close(dz_obj, dz_p, scale=KERNEL_SCALE)
 
 
-def test_sum_rows(fused):
+def test_sparse_crossentropy_upper_clip(backend):
+    """Every picked probability is 1: the loss is -log(1 - eps) (the clip), not 0."""
+    p = np.eye(4, dtype="float32")[[0, 1, 2, 3, 1]]
+    labels = np.array([0, 1, 2, 3, 1])
+    eps = max(1e-7, float(np.finfo(np.float32).eps))
+    for ops in (backend.ops, _portable(backend)):
+        loss, _ = ops.sparse_crossentropy(_views(p)["transposed"], nnx.asarray(labels), eps)
+        assert float(loss) == pytest.approx(-np.log(np.float32(1 - eps)), rel=1e-3)
+        assert float(loss) > 0.0
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "transposed"])
+def test_sum_rows(fused, layout):
     a = _arrays((64, 7), 6)
-    expected = nnx.to_numpy(fused.xp.sum(nnx.asarray(a), axis=0))
-    np.testing.assert_allclose(nnx.to_numpy(fused.kernels["sum_rows"](nnx.asarray(a))), expected, rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(expected, a.astype(np.float64).sum(axis=0), rtol=1e-5, atol=1e-5)
+    ad = nnx.asarray(a) if layout == "contiguous" else nnx.asarray(np.ascontiguousarray(a.T)).T
+    expected = _portable(fused).sum_rows(ad)
+    assert_close(fused.ops.sum_rows(ad), expected, scale=KERNEL_SCALE)
+    np.testing.assert_allclose(nnx.to_numpy(expected), a.astype(np.float64).sum(axis=0), rtol=1e-5, atol=1e-5)

@@ -161,12 +161,14 @@ def test_to_backend_moves_weights_and_optimizer_state(backend):
     p_before = nnx.to_numpy(model.predict(x))
     with nnx.use_backend("numpy") as target:
         model.to_backend()
-        assert model.backend == target and target.owns(model.layers[0].kernel)
-        assert all(target.owns(s) for slots in model.optimizer._state for s in slots)
+        assert model.backend == target and target.owns(model.layers[0].kernel.value)
+        assert set(model.optimizer._slots) == set(model.weights)  # still keyed by the same records
+        assert all(target.owns(s) for slots in model.optimizer._slots.values() for s in slots)
         np.testing.assert_allclose(nnx.to_numpy(model.predict(x)), p_before, rtol=1e-5, atol=1e-6)
         model.fit(x, y, epochs=1, verbose=0)
     model.to_backend(backend.name, backend.device)
-    assert backend.owns(model.layers[0].kernel)
+    assert backend.owns(model.layers[0].kernel.value)
+    assert all(backend.owns(s) for slots in model.optimizer._slots.values() for s in slots)
     assert not np.array_equal(model.get_weights()[0], before[0])
 
 
@@ -178,9 +180,12 @@ def test_verbose_zero_is_silent_and_two_prints_a_line_per_epoch(backend, capsys)
     model.predict(x, verbose=0)
     assert capsys.readouterr().out == ""
     model.fit(x, y, epochs=3, verbose=2, validation_split=0.2)
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 3 and all("loss:" in line and "val_accuracy:" in line for line in lines)
-    assert lines[0].startswith("Epoch 1/3") and "\r" not in "".join(lines)
+    out = capsys.readouterr().out
+    lines = out.strip().splitlines()
+    assert "\r" not in out
+    assert len(lines) == 3  # one line per epoch, headed "Epoch i/N"
+    for i, line in enumerate(lines):
+        assert line.startswith(f"Epoch {i + 1}/3 - ") and "loss:" in line and "val_accuracy:" in line
 
 
 def test_learning_rate_is_settable_and_used(backend):
@@ -197,12 +202,19 @@ def test_dropout_scales_kept_units_and_is_off_at_inference(backend):
     layer = nnx.Dropout(0.5)
     layer.build((1000,))
     x = nnx.asarray(np.ones((4, 1000), dtype="float32"))
-    y = nnx.to_numpy(layer.forward(x, training=True))
+    y, keep = layer.forward(x, training=True)
+    y = nnx.to_numpy(y)
     kept = y != 0
     assert set(np.unique(y)) <= {0.0, 2.0} and 0.4 < kept.mean() < 0.6
-    dx = nnx.to_numpy(layer.backward(nnx.asarray(np.ones((4, 1000), dtype="float32"))))
-    np.testing.assert_array_equal(dx != 0, kept)
-    np.testing.assert_array_equal(nnx.to_numpy(layer.forward(x)), np.ones((4, 1000)))
+    np.testing.assert_array_equal(nnx.to_numpy(keep), kept)  # the mask is what backward receives
+    dx, grads = layer.backward(keep, nnx.asarray(np.ones((4, 1000), dtype="float32")))
+    dx = nnx.to_numpy(dx)
+    assert grads == {}
+    np.testing.assert_array_equal(dx, np.where(kept, 2.0, 0.0))
+    y, saved = layer.forward(x)
+    assert saved is None
+    np.testing.assert_array_equal(nnx.to_numpy(y), np.ones((4, 1000)))
+    np.testing.assert_array_equal(nnx.to_numpy(layer(x)), np.ones((4, 1000)))
 
 
 def test_regularizer_adds_to_loss(backend):
@@ -226,20 +238,16 @@ def test_train_on_batch(backend):
 class Scale(nnx.layers.Layer):
     """The README's example of a user layer."""
 
-    weight_names = ("alpha",)
-
     def build(self, input_shape):
         super().build(input_shape)
-        self.add_weight("alpha", (input_shape[-1],), "ones")
+        self.alpha = self.add_weight("alpha", (input_shape[-1],), "ones")
 
     def forward(self, x, training=False):
-        if training:
-            self._x = x
-        return x * self.alpha
+        return x * self.alpha.value, x  # output, and what backward needs
 
-    def backward(self, dy):
-        self.grads = [self.backend.xp.sum(dy * self._x, axis=0)]
-        return dy * self.alpha
+    def backward(self, x, dy, need_dx=True):
+        grads = {self.alpha: self.xp.sum(dy * x, axis=0)}
+        return (dy * self.alpha.value if need_dx else None), grads
 
 
 def test_user_layer_trains_saves_and_loads(backend, tmp_path):
@@ -247,9 +255,10 @@ def test_user_layer_trains_saves_and_loads(backend, tmp_path):
     model = nnx.Sequential([nnx.Input(2), Scale(), nnx.Dense(1, use_bias=False)])
     model.set_weights([np.ones(2), np.array([[1.0], [1.0]])])
     model.compile(nnx.optimizers.SGD(0.01), "mse")
-    _, _, _, grads = model.compute_gradients(nnx.asarray(x), nnx.asarray(np.array([[2.0], [5.0]], dtype="float32")))
+    grads = model.compute_gradients(nnx.asarray(x), nnx.asarray(np.array([[2.0], [5.0]], dtype="float32"))).grads
     # p = x1 + x2 = [3, 7]; dL/dp = 2 (p - y) / 2 = [1, 2]; d alpha = sum(dp * x * w) = [1 + 6, 2 + 8]
-    assert_close(grads[0], [7.0, 10.0])
+    assert_close(grads[model.layers[0].alpha], [7.0, 10.0])
+    assert_close(grads[model.layers[1].kernel], [[1 * 1 + 2 * 3], [1 * 2 + 2 * 4]])  # x.T @ dp
     model.fit(x, np.array([2.0, 5.0]), epochs=2, verbose=0)
     model.save(tmp_path / "m.nnx")
     loaded = nnx.load_model(tmp_path / "m.nnx")
@@ -270,7 +279,7 @@ def test_data_too_large_for_the_device_goes_batch_by_batch(backend, monkeypatch)
     w_device, h_device = train()
     moved = []
     real_from_host = backend.from_host
-    monkeypatch.setattr(backend, "kernels", {**backend.kernels, "fits_in_memory": lambda nbytes: False})
+    monkeypatch.setattr(backend.ops, "fits_in_memory", lambda nbytes: False)
     monkeypatch.setattr(backend, "from_host", lambda a: moved.append(a.shape) or real_from_host(a))
     w_host, h_host = train()
     assert (16, 2) in moved  # batches crossed one at a time
@@ -290,21 +299,28 @@ def test_pop_and_get_layer(backend):
 
 
 @pytest.mark.parametrize("loss,last", [("sparse_categorical_crossentropy", "softmax"), ("mse", "tanh")])
-def test_scaled_gradients_are_the_gradients_times_the_scale(backend, loss, last):
-    """The fit path folds SGD's learning rate into the loss gradient; with a penalty, on both the
-    fused (softmax + cross-entropy) and the plain loss path, every gradient scales by exactly that."""
+def test_train_step_is_the_optimizer_step_of_compute_gradients(backend, loss, last):
+    """A training step is compute_gradients (penalty gradients included) then the optimizer: one
+    SGD step of train_on_batch equals w - lr g from compute_gradients, on both the fused
+    (softmax + cross-entropy) and the plain loss path, with a penalty on the first layer."""
     nnx.seed(4)
     model = nnx.Sequential([nnx.Input(3), nnx.Dense(5, activation="relu", kernel_regularizer=nnx.regularizers.L2(0.1)),
                             nnx.Dense(2, activation=last)])
     model.compile(nnx.optimizers.SGD(0.05), loss)
     rng = np.random.default_rng(5)
-    x = nnx.asarray(rng.normal(size=(8, 3)).astype("float32"))
-    y = nnx.asarray(rng.integers(0, 2, size=8) if loss.startswith("sparse") else rng.normal(size=(8, 2)).astype("float32"))
-    _, _, _, plain = model.compute_gradients(x, y)
-    _, _, _, scaled = model.compute_gradients(x, y, grad_scale=0.05)
-    assert len(plain) == len(scaled) == 4
-    for g, s in zip(plain, scaled):
-        np.testing.assert_allclose(nnx.to_numpy(s), 0.05 * nnx.to_numpy(g), rtol=2e-6, atol=1e-9)
+    x = rng.normal(size=(8, 3)).astype("float32")
+    y = rng.integers(0, 2, size=8) if loss.startswith("sparse") else rng.normal(size=(8, 2)).astype("float32")
+    step = model.compute_gradients(nnx.asarray(x), nnx.asarray(y))
+    records = model.trainable_weights
+    assert set(step.grads) == set(records) and len(records) == 4
+    before = {w: w.numpy() for w in records}
+    expected = {w: before[w] - 0.05 * nnx.to_numpy(step.grads[w]) for w in records}
+    for w in records:  # compute_gradients does not touch the weights
+        np.testing.assert_array_equal(w.numpy(), before[w])
+    loss_value = model.train_on_batch(x, y)
+    assert loss_value == pytest.approx(float(step.loss), rel=1e-6)
+    for w in records:
+        np.testing.assert_allclose(w.numpy(), expected[w], rtol=2e-6, atol=1e-7)
 
 
 def test_fit_step_with_regularizer_matches_hand_computed_sgd(backend):

@@ -9,11 +9,11 @@ from conftest import assert_close
 
 
 def _steps(backend, optimizer, w0, grads):
-    w = nnx.asarray(np.asarray(w0, dtype="float32"))
+    w = nnx.Weight("w", nnx.asarray(np.asarray(w0, dtype="float32")))
     out = []
     for g in grads:
-        optimizer.apply([w], [nnx.asarray(np.asarray(g, dtype="float32"))], backend)
-        out.append(nnx.to_numpy(w).copy())
+        optimizer.apply({w: nnx.asarray(np.asarray(g, dtype="float32"))}, backend)
+        out.append(nnx.to_numpy(w.value).copy())
     return out
 
 
@@ -60,17 +60,21 @@ def test_rmsprop(backend):
 
 
 def test_updates_are_in_place(backend):
-    w = nnx.asarray(np.ones(3, dtype="float32"))
-    nnx.optimizers.Adam().apply([w], [nnx.asarray(np.ones(3, dtype="float32"))], backend)
-    assert float(nnx.to_numpy(w)[0]) < 1.0  # the very array object the layer holds was updated
+    array = nnx.asarray(np.ones(3, dtype="float32"))
+    w = nnx.Weight("w", array)
+    nnx.optimizers.Adam().apply({w: nnx.asarray(np.ones(3, dtype="float32"))}, backend)
+    assert w.value is array  # the very array object the layer holds was updated
+    assert float(nnx.to_numpy(array)[0]) < 1.0
 
 
 def test_state_lives_on_parameter_device_and_dtype(backend):
-    w = nnx.asarray(np.ones(3, dtype="float32"))
+    w = nnx.Weight("w", nnx.asarray(np.ones(3, dtype="float32")))
     opt = nnx.optimizers.Adam()
-    opt.apply([w], [nnx.asarray(np.ones(3, dtype="float32"))], backend)
-    for slot in opt._state[0]:
-        assert slot.device == w.device and slot.dtype == w.dtype
+    opt.apply({w: nnx.asarray(np.ones(3, dtype="float32"))}, backend)
+    assert list(opt._slots) == [w]  # keyed by the weight record
+    assert len(opt._slots[w]) == 2
+    for slot in opt._slots[w]:
+        assert slot.device == w.value.device and slot.dtype == w.value.dtype
 
 
 @pytest.mark.parametrize("name,cls", [("sgd", nnx.optimizers.SGD), ("Adam", nnx.optimizers.Adam),
@@ -91,19 +95,31 @@ def test_compile_turns_name_into_instance(backend):
     assert model.optimizer.learning_rate == 0.001
 
 
-@pytest.mark.parametrize("make", [
-    lambda: nnx.optimizers.SGD(0.1), lambda: nnx.optimizers.SGD(0.1, momentum=0.9),
-    lambda: nnx.optimizers.SGD(0.1, momentum=0.9, nesterov=True), lambda: nnx.optimizers.Adam(0.1),
-    lambda: nnx.optimizers.RMSprop(0.01)], ids=["sgd", "momentum", "nesterov", "adam", "rmsprop"])
-def test_prescaled_gradients_give_the_same_steps(backend, make):
-    """apply(s * g, grad_scale=s) is apply(g): SGD takes lr-scaled gradients as they are, the
-    others divide the scale back out."""
-    grads = [[0.5, -1.0], [0.25, 2.0], [-0.75, 0.1]]
-    plain, folded = make(), make()
-    scale = folded.gradient_scale() if folded.linear_in_gradient else 4.0
-    w_plain = _steps(backend, plain, [1.0, -2.0], grads)
-    w = nnx.asarray(np.asarray([1.0, -2.0], dtype="float32"))
-    for g, expected in zip(grads, w_plain):
-        folded.apply([w], [nnx.asarray(np.asarray(g, dtype="float32") * np.float32(scale))], backend, grad_scale=scale)
-        np.testing.assert_allclose(nnx.to_numpy(w), expected, rtol=1e-6, atol=1e-7)
-    assert nnx.optimizers.SGD(0.1).gradient_scale() == 0.1 and nnx.optimizers.Adam().gradient_scale() == 1.0
+@pytest.mark.parametrize("make,setting,value", [
+    (nnx.optimizers.Adam, "beta_1", 1.0), (nnx.optimizers.Adam, "beta_2", -0.1), (nnx.optimizers.Adam, "epsilon", 0.0),
+    (nnx.optimizers.RMSprop, "rho", 1.0), (nnx.optimizers.RMSprop, "epsilon", -1e-7),
+    (nnx.optimizers.SGD, "momentum", 1.5), (nnx.optimizers.SGD, "momentum", -0.1),
+    (nnx.optimizers.SGD, "learning_rate", -0.1), (nnx.optimizers.Adam, "learning_rate", float("nan"))])
+def test_settings_are_validated(make, setting, value):
+    with pytest.raises(ValueError, match=setting):
+        make(**{setting: value})
+
+
+def test_settings_at_their_limits_are_accepted():
+    nnx.optimizers.SGD(momentum=1.0)
+    nnx.optimizers.SGD(momentum=0.0, learning_rate=0.0)
+    nnx.optimizers.Adam(beta_1=0.0, beta_2=0.0, epsilon=1e-12)
+    nnx.optimizers.RMSprop(rho=0.0)
+
+
+def test_gradients_of_several_weights_update_each_own_record(backend):
+    """Slots belong to one weight record: two weights with different gradients move apart."""
+    a = nnx.Weight("a", nnx.asarray(np.zeros(2, dtype="float32")))
+    b = nnx.Weight("b", nnx.asarray(np.zeros(2, dtype="float32")))
+    opt = nnx.optimizers.SGD(0.1, momentum=0.5)
+    for _ in range(2):
+        opt.apply({a: nnx.asarray(np.ones(2, dtype="float32")), b: nnx.asarray(-np.ones(2, dtype="float32"))}, backend)
+    # v1 = -0.1, w1 = -0.1; v2 = 0.5 * -0.1 - 0.1 = -0.15, w2 = -0.25 (b: the opposite)
+    assert_close(a.value, [-0.25, -0.25])
+    assert_close(b.value, [0.25, 0.25])
+    assert opt.iterations == 2

@@ -93,8 +93,9 @@ def test_loads_on_current_backend_from_any_backend(backend, tmp_path):
     for name, device in (("numpy", None), ("array_api_strict", "device2")):
         with nnx.use_backend(name, device) as target:
             loaded = nnx.load_model(tmp_path / "m.nnx")
-            assert loaded.backend == target and target.owns(loaded.layers[0].kernel)
-            assert all(target.owns(s) for slots in loaded.optimizer._state for s in slots)
+            assert loaded.backend == target and target.owns(loaded.layers[0].kernel.value)
+            assert set(loaded.optimizer._slots) == set(loaded.trainable_weights)
+            assert all(target.owns(s) for slots in loaded.optimizer._slots.values() for s in slots)
             np.testing.assert_allclose(nnx.to_numpy(loaded.predict(x)), expected, rtol=1e-5, atol=1e-6)
             loaded.fit(x, y, epochs=1, verbose=0)
 

@@ -43,8 +43,12 @@ def test_auto_verbose_is_one_line_per_epoch_off_a_terminal(backend, capsys):
 
     assert resolve_verbose("auto", Tty()) == 1
     _model().fit(*_data(), epochs=3, verbose="auto")
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 3 and "\r" not in "".join(lines)
+    out = capsys.readouterr().out
+    lines = out.strip().splitlines()
+    assert "\r" not in out
+    assert len(lines) == 3  # one line per epoch: "Epoch i/N - steps - time - loss: ..."
+    for i, line in enumerate(lines):
+        assert line.startswith(f"Epoch {i + 1}/3 - 7/7 - ") and "loss:" in line and "accuracy:" in line
 
 
 def test_bar_redraws_at_most_every_interval_and_reads_values_only_then(monkeypatch):
