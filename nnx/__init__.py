@@ -24,6 +24,7 @@ from .models import Sequential
 from .random import seed
 from .saving import load_model
 from .plotting import plot_history
+from . import wrappers
 
 __version__ = "0.1.0"
 
@@ -31,5 +32,5 @@ __all__ = [
     "Backend", "asarray", "available_backends", "floatx", "get_backend", "set_backend", "set_floatx",
     "to_numpy", "use_backend", "seed", "Sequential", "Input", "Dense", "Activation", "Dropout", "Flatten",
     "Layer", "load_model", "plot_history", "activations", "callbacks", "initializers", "layers", "losses",
-    "metrics", "optimizers", "regularizers", "__version__",
+    "metrics", "optimizers", "regularizers", "wrappers", "__version__",
 ]
