@@ -25,7 +25,6 @@ from __future__ import annotations
 import copy
 import os
 import tempfile
-import warnings
 from collections.abc import Callable
 from numbers import Integral
 from typing import Any
@@ -52,10 +51,7 @@ except ImportError as e:  # pragma: no cover - exercised only without scikit-lea
     _SKLEARN_ERROR = e
 
     class BaseEstimator:  # type: ignore[no-redef]
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            raise ImportError(
-                f"nnx.wrappers needs scikit-learn >= 1.6 (pip install 'scikit-learn>=1.6'): {_SKLEARN_ERROR}"
-            )
+        pass
 
     class ClassifierMixin:  # type: ignore[no-redef]
         pass
@@ -185,6 +181,17 @@ def _clone_compiled(model: Sequential) -> Sequential:
     return clone_
 
 
+def _detach_callbacks(callbacks: Any, model: Sequential) -> None:
+    """``fit`` hands each callback the model; take it back, so that callbacks kept in
+    ``fit_kwargs`` do not tie the estimator's parameters to a fitted model (clone and pickle
+    copy parameters, and would copy the model with them)."""
+    if callbacks is None:
+        return
+    for cb in callbacks if isinstance(callbacks, (list, tuple)) else [callbacks]:
+        if getattr(cb, "model", None) is model:
+            cb.model = None
+
+
 def _loss_name(model: Sequential) -> str:
     loss = model.loss
     return str(getattr(loss, "name", "") or type(loss).__name__).lower()
@@ -227,6 +234,9 @@ class SKLBase(BaseEstimator):
     def __init__(self, model: Callable[..., Sequential] | Sequential | None = None, warm_start: bool = False,
                  model_kwargs: dict[str, Any] | None = None, fit_kwargs: dict[str, Any] | None = None,
                  random_state: int | np.random.RandomState | None = None):
+        if _SKLEARN_ERROR is not None:
+            raise ImportError(f"nnx.wrappers needs scikit-learn >= 1.6 (pip install 'scikit-learn>=1.6'): "
+                              f"{_SKLEARN_ERROR}")
         self.model = model
         self.warm_start = warm_start
         self.model_kwargs = model_kwargs
@@ -291,13 +301,8 @@ class SKLBase(BaseEstimator):
             TypeError: sparse inputs.
         """
         warm = bool(self.warm_start) and hasattr(self, "model_")
-        previous_features = getattr(self, "n_features_in_", None)
-        X, y = validate_data(self, X, y, **self._validate_kwargs(), **self._validate_y_kwargs())
-        if warm and previous_features != self.n_features_in_:
-            raise ValueError(
-                f"warm_start=True continues the fitted model, which expects {previous_features} features; "
-                f"received X with {self.n_features_in_} features. Set warm_start=False to start afresh."
-            )
+        # a warm fit continues the fitted model: X must have the features it was fitted on
+        X, y = validate_data(self, X, y, reset=not warm, **self._validate_kwargs(), **self._validate_y_kwargs())
         y = self._encode_target(y, reset=not warm)
         if self.random_state is not None:
             _seed(int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max)))
@@ -310,7 +315,10 @@ class SKLBase(BaseEstimator):
         validation_data = options.get("validation_data")
         if isinstance(validation_data, (tuple, list)) and len(validation_data) == 2:
             options["validation_data"] = self._validation_data(model, *validation_data)
-        history = model.fit(X, self._model_target(model, y), **options)
+        try:
+            history = model.fit(X, self._model_target(model, y), **options)
+        finally:
+            _detach_callbacks(options.get("callbacks"), model)
         self.model_ = model
         self.history_ = {str(k): [float(v) for v in vs] for k, vs in getattr(history, "history", {}).items()}
         return self
