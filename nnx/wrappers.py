@@ -107,12 +107,12 @@ class _SavedModel:
 
     @classmethod
     def of(cls, model: Sequential) -> "_SavedModel":
-        if not model.built:
+        if not getattr(model, "built", True):
             return cls(recipe={
                 "config": model.get_config(),
                 "optimizer": None if model.optimizer is None else
                 {"class_name": type(model.optimizer).__name__, "config": model.optimizer.get_config()},
-                "loss": None if model.loss is None else model.loss.get_config(),
+                "loss": None if model.loss is None else _loss_config(model.loss),
                 "metrics": _metric_names(model),
             })
         with tempfile.TemporaryDirectory() as folder:
@@ -134,6 +134,11 @@ class _SavedModel:
             with open(path, "wb") as f:
                 f.write(self.data)
             return load_model(path)
+
+
+def _loss_config(loss: Any) -> dict:
+    config = loss.get_config()
+    return config if "class_name" in config else {"class_name": type(loss).__name__, "config": config}
 
 
 def _metric_names(model: Sequential) -> list[str]:
@@ -197,6 +202,18 @@ def _loss_name(model: Sequential) -> str:
     return str(getattr(loss, "name", "") or type(loss).__name__).lower()
 
 
+def _sparse_labels(model: Sequential) -> bool:
+    """Whether the model's loss reads integer class indices (sparse_categorical_crossentropy)."""
+    return "sparse" in _loss_name(model) or bool(getattr(model.loss, "sparse_labels", False))
+
+
+def _is_model(obj: Any) -> bool:
+    """An nnx model object (a Sequential, or anything that trains and describes itself like one),
+    as opposed to a function that builds one."""
+    return isinstance(obj, Sequential) or all(
+        callable(getattr(obj, name, None)) for name in ("compile", "fit", "predict", "get_config"))
+
+
 # -- the shared base ------------------------------------------------------------------------
 class SKLBase(BaseEstimator):
     """Shared base of :class:`SKLearnClassifier` and :class:`SKLearnRegressor`.
@@ -258,7 +275,7 @@ class SKLBase(BaseEstimator):
         # clone of it, so the original is never changed.
         params = self.get_params(deep=False)
         model = params.pop("model")
-        if not isinstance(model, Sequential):
+        if not _is_model(model):
             model = clone(model, safe=False)
         new = type(self)(model=model, **{k: clone(v, safe=False) for k, v in params.items()})
         for attr in ("_metadata_request", "_sklearn_output_config"):
@@ -269,7 +286,7 @@ class SKLBase(BaseEstimator):
     def __getstate__(self) -> dict:
         state = dict(super().__getstate__())
         for key in ("model", "model_"):
-            if isinstance(state.get(key), Sequential):
+            if _is_model(state.get(key)):
                 state[key] = _SavedModel.of(state[key])
         return state
 
@@ -304,7 +321,9 @@ class SKLBase(BaseEstimator):
         # a warm fit continues the fitted model: X must have the features it was fitted on
         X, y = validate_data(self, X, y, reset=not warm, **self._validate_kwargs(), **self._validate_y_kwargs())
         y = self._encode_target(y, reset=not warm)
-        if self.random_state is not None:
+        if isinstance(self.random_state, Integral) and not isinstance(self.random_state, bool):
+            _seed(int(self.random_state))
+        elif self.random_state is not None:
             _seed(int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max)))
         if warm:
             model = self.model_
@@ -326,7 +345,7 @@ class SKLBase(BaseEstimator):
     def _build_model(self, X: np.ndarray, y: np.ndarray) -> Sequential:
         if self.model is None:
             model = type(self)._default_builder(X, y, **(self.model_kwargs or {}))
-        elif isinstance(self.model, Sequential):
+        elif _is_model(self.model):
             if self.model_kwargs:
                 raise ValueError("model_kwargs apply to a callable model; received a Sequential as model "
                                  f"and model_kwargs={self.model_kwargs!r}.")
@@ -336,7 +355,7 @@ class SKLBase(BaseEstimator):
         else:
             raise ValueError("model must be a callable model(X, y, **model_kwargs) returning a compiled "
                              f"nnx.Sequential, a compiled nnx.Sequential, or None; received {self.model!r}.")
-        if not isinstance(model, Sequential):
+        if not _is_model(model):
             raise ValueError(f"The model callable must return a compiled nnx.Sequential; it returned "
                              f"{type(model).__name__}.")
         _check_compiled(model, "The model callable's result")
@@ -472,13 +491,13 @@ class SKLearnClassifier(ClassifierMixin, SKLBase):
                 f"The model has {units} output units; {n_classes} classes need {n_classes} units "
                 f"(e.g. softmax){' or 1 sigmoid unit' if n_classes == 2 else ''}."
             )
-        if units == 1 and "sparse" in _loss_name(model):
+        if units == 1 and _sparse_labels(model):
             raise ValueError("sparse_categorical_crossentropy needs one output unit per class; the model has 1 "
                              "(for one sigmoid unit use binary_crossentropy).")
         self._units = units
 
     def _model_target(self, model: Sequential, y: np.ndarray) -> np.ndarray:
-        if "sparse" in _loss_name(model):
+        if _sparse_labels(model):
             return y
         if self._units == 1:
             return y.astype(np.float64)
@@ -531,6 +550,12 @@ class SKLearnClassifier(ClassifierMixin, SKLBase):
         Raises:
             NotFittedError: before ``fit``.
             ValueError: NaN or inf in X, or a number of features other than ``n_features_in_``.
+
+        Example:
+
+        >>> clf.predict_proba(X[:2])        # doctest: +SKIP
+        array([[0.97, 0.02, 0.01],
+               [0.01, 0.98, 0.01]])
         """
         out = self._raw_predict(X)
         from_logits = bool(getattr(self.model_.loss, "from_logits", False))
@@ -556,6 +581,10 @@ class SKLearnClassifier(ClassifierMixin, SKLBase):
 
         Returns:
             ndarray of shape (n_samples, n_classes).
+
+        Raises:
+            NotFittedError: before ``fit``.
+            ValueError: NaN or inf in X, or a number of features other than ``n_features_in_``.
         """
         with np.errstate(divide="ignore"):
             return np.log(self.predict_proba(X))
@@ -572,6 +601,11 @@ class SKLearnClassifier(ClassifierMixin, SKLBase):
         Raises:
             NotFittedError: before ``fit``.
             ValueError: NaN or inf in X, or a number of features other than ``n_features_in_``.
+
+        Example:
+
+        >>> clf.fit(X, ["cat", "dog", "dog", "cat"]).predict(X[:2])   # doctest: +SKIP
+        array(['cat', 'dog'], dtype='<U3')
         """
         proba = self.predict_proba(X)
         return self.classes_[np.argmax(proba, axis=1)]
@@ -698,6 +732,11 @@ class SKLearnRegressor(RegressorMixin, SKLBase):
         Raises:
             NotFittedError: before ``fit``.
             ValueError: NaN or inf in X, or a number of features other than ``n_features_in_``.
+
+        Example:
+
+        >>> reg.fit(X, Y).predict(X[:2]).shape   # Y of shape (n, 3)    # doctest: +SKIP
+        (2, 3)
         """
         out = self._raw_predict(X)
         return out[:, 0] if self._y_ndim == 1 and out.shape[1] == 1 else out

@@ -55,5 +55,6 @@ def test_sklearn_pipeline(tmp_path):
     pytest.importorskip("sklearn", minversion="1.6", reason="scikit-learn >= 1.6 (the examples extra) is not installed")
     out = _run("sklearn_pipeline.py", tmp_path=tmp_path)
     assert re.search(r"nnx best parameters: \{.*'net__model_kwargs': \{'hidden': \d+\}", out)
-    nnx_score, mlp_score = map(float, re.search(r"held-out accuracy: nnx ([\d.]+) .*MLPClassifier ([\d.]+)", out).groups())
+    scores = re.search(r"held-out accuracy: nnx ([\d.]+) .*MLPClassifier ([\d.]+)", out).groups()
+    nnx_score, mlp_score = map(float, scores)
     assert nnx_score >= 0.95 and mlp_score >= 0.95

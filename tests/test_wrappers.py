@@ -6,7 +6,8 @@ import pickle
 import numpy as np
 import pytest
 
-sklearn = pytest.importorskip("sklearn", minversion="1.6", reason="scikit-learn >= 1.6 (the test extra) is not installed")
+sklearn = pytest.importorskip("sklearn", minversion="1.6",
+                              reason="scikit-learn >= 1.6 (the test extra) is not installed")
 
 from sklearn.base import clone  # noqa: E402
 from sklearn.datasets import make_blobs, make_classification, make_regression  # noqa: E402
@@ -106,7 +107,8 @@ def test_predict_proba_rows_sum_to_one_and_match_predict(numpy_backend):
 
 
 def build_sigmoid(X, y):
-    model = nnx.Sequential([nnx.Input((X.shape[1],)), nnx.Dense(8, activation="relu"), nnx.Dense(1, activation="sigmoid")])
+    model = nnx.Sequential([nnx.Input((X.shape[1],)), nnx.Dense(8, activation="relu"),
+                            nnx.Dense(1, activation="sigmoid")])
     model.compile(optimizer=nnx.optimizers.Adam(learning_rate=0.02), loss="binary_crossentropy")
     return model
 
@@ -245,7 +247,8 @@ def test_grid_search_over_model_and_fit_kwargs(numpy_backend):
     X, y = blobs(n=150)
     search = GridSearchCV(
         SKLearnClassifier(model=build_classifier, random_state=0),
-        {"model_kwargs": [{"hidden": 2, "learning_rate": 1e-4}, {"hidden": 16}], "fit_kwargs": [{"epochs": 1}, {"epochs": 30}]},
+        {"model_kwargs": [{"hidden": 2, "learning_rate": 1e-4}, {"hidden": 16}],
+         "fit_kwargs": [{"epochs": 1}, {"epochs": 30}]},
         cv=3,
     ).fit(X, y)
     assert len(search.cv_results_["params"]) == 4
@@ -264,7 +267,8 @@ def test_cross_val_score_in_two_processes(numpy_backend):
 def test_pickle_round_trip_keeps_predictions(numpy_backend):
     X, y = blobs()
     names = np.array(["a", "b", "c"])[y]
-    clf = SKLearnClassifier(model=build_classifier, warm_start=True, fit_kwargs={"epochs": 10}, random_state=0).fit(X, names)
+    clf = SKLearnClassifier(model=build_classifier, warm_start=True, fit_kwargs={"epochs": 10}, random_state=0)
+    clf.fit(X, names)
     data = pickle.dumps(clf)
     assert b"nnx.models" not in data and b"nnx.layers" not in data  # the model travels as an .nnx file's bytes
     back = pickle.loads(data)
