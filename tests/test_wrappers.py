@@ -370,3 +370,16 @@ def test_other_backends(backend):
     assert isinstance(reg.predict(X), np.ndarray) and reg.score(X, X[:, :2]) > 0.8
     back = pickle.loads(pickle.dumps(clf))
     np.testing.assert_allclose(back.predict_proba(X), clf.predict_proba(X))
+
+
+def test_import_nnx_without_scikit_learn():
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['sklearn'] = None\n"
+            "import nnx\n"
+            "try:\n    nnx.wrappers.SKLearnClassifier()\n"
+            "except ImportError as e:\n    print('ImportError:', e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "ImportError: nnx.wrappers needs scikit-learn >= 1.6" in out.stdout
