@@ -31,5 +31,14 @@ __all__ = [
     "Backend", "asarray", "available_backends", "floatx", "get_backend", "set_backend", "set_floatx",
     "to_numpy", "use_backend", "seed", "Sequential", "Input", "Dense", "Activation", "Dropout", "Flatten",
     "Layer", "Weight", "load_model", "models", "ops", "plot_history", "activations", "callbacks", "initializers", "layers", "losses",
-    "metrics", "optimizers", "regularizers", "__version__",
+    "metrics", "optimizers", "regularizers", "wrappers", "__version__",
 ]
+
+
+def __getattr__(name: str):
+    # scikit-learn is imported only when the estimators are asked for
+    if name == "wrappers":
+        import importlib
+
+        return importlib.import_module(".wrappers", __name__)
+    raise AttributeError(f"module 'nnx' has no attribute {name!r}")

@@ -49,3 +49,12 @@ def test_breast_cancer(tmp_path):
     out = _run("breast_cancer.py", tmp_path=tmp_path)
     assert float(re.search(r"test accuracy: ([\d.]+)", out).group(1)) >= 0.94
     assert (tmp_path / "breast_cancer_history.png").exists()
+
+
+def test_sklearn_pipeline(tmp_path):
+    pytest.importorskip("sklearn", minversion="1.6", reason="scikit-learn >= 1.6 (the examples extra) is not installed")
+    out = _run("sklearn_pipeline.py", tmp_path=tmp_path)
+    assert re.search(r"nnx best parameters: \{.*'net__model_kwargs': \{'hidden': \d+\}", out)
+    scores = re.search(r"held-out accuracy: nnx ([\d.]+) .*MLPClassifier ([\d.]+)", out).groups()
+    nnx_score, mlp_score = map(float, scores)
+    assert nnx_score >= 0.95 and mlp_score >= 0.95
