@@ -92,7 +92,13 @@ class NumpyOps(Ops):
         dz[rows, labels] -= c
         return np.add.reduce(picked) * -c, dz
 
+    @staticmethod
+    def _owned(g):
+        # a user layer may hand back a read-only view (np.broadcast_to); such a gradient is copied
+        return g if g.flags.writeable and g.base is None else g.copy()
+
     def sgd_update(self, w, g, velocity, lr, momentum, nesterov):
+        g = self._owned(g)
         g *= w.dtype.type(lr)
         if velocity is None:
             w -= g
@@ -108,6 +114,7 @@ class NumpyOps(Ops):
             w += velocity
 
     def adam_update(self, w, g, m, v, step_size, beta_1, beta_2, epsilon):
+        g = self._owned(g)
         t = w.dtype.type
         m *= t(beta_1)
         m += t(1.0 - beta_1) * g
@@ -122,6 +129,7 @@ class NumpyOps(Ops):
         w -= g
 
     def rmsprop_update(self, w, g, v, lr, rho, epsilon):
+        g = self._owned(g)
         t = w.dtype.type
         v *= t(rho)
         v += t(1.0 - rho) * (g * g)

@@ -6,7 +6,10 @@ batching, the step, sums, callbacks and progress output live in ``nnx.training``
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, NamedTuple
+
+import numpy as np  # argument checks only (numpy scalar types)
 
 from . import backend as _backend
 from . import callbacks as _callbacks
@@ -59,7 +62,6 @@ class Sequential(Layer):
         self._stop_now = False
         self._shuffle_rng = None
         self._fused = False
-        self._first_backward = 0
         self.history = None
         for layer in layers or []:
             self.add(layer)
@@ -136,12 +138,7 @@ class Sequential(Layer):
             raise ValueError(f"Layer {layer.name!r} was built for inputs {layer.input_shape}, received {shape}.")
 
     def _after_change(self) -> None:
-        """Recompute what depends on the chain: where backward stops, and loss fusion."""
-        self._first_backward = len(self.layers)
-        for i, layer in enumerate(self.layers):
-            if layer.trainable_weights:
-                self._first_backward = i
-                break
+        """Recompute what depends on the chain: loss fusion."""
         last = self.layers[-1] if self.layers else None
         act = last.output_activation if last is not None else None
         self._fused = bool(self.loss is not None and act is not None and self.loss.fuses_with(act))
@@ -186,6 +183,14 @@ class Sequential(Layer):
     @property
     def output_activation(self):
         return None
+
+    @property
+    def _first_backward(self) -> int:
+        """The first layer with trainable weights (read at each step: ``trainable`` may change)."""
+        for i, layer in enumerate(self.layers):
+            if layer.trainable_weights:
+                return i
+        return len(self.layers)
 
     @property
     def _dtype(self) -> str:
@@ -333,15 +338,30 @@ class Sequential(Layer):
             if self.loss is not None:
                 self.metrics = self._resolve_metrics(self._metric_specs, self.loss)
 
-    def _prepare(self, x: Any, y: Any, backend: _backend.Backend, what: str = "") -> tuple[Any, Any]:
-        """Validate and convert (x, y) once; device-resident results, or host when too large."""
+    def _expected_shapes(self, x: Any) -> tuple[tuple[int, ...], tuple[int, ...], str]:
+        """(sample shape, output shape, dtype) that data must match: the model's own, or for a
+        model not built yet the ones it would get from ``x``, without building it (a call that
+        fails validation must not leave the model built for its bad data)."""
+        if self.built:
+            return tuple(self.input_shape), tuple(self.output_shape), self.dtype
+        if not self.layers:
+            raise ValueError("This model has no layers; add some before using it.")
+        if x.ndim < 2:
+            raise ValueError(f"Expected x of shape (n, features), received shape {tuple(x.shape)}.")
+        shape = tuple(int(d) for d in x.shape[1:])
+        return shape, tuple(self.compute_output_shape(shape)), _backend.floatx()
+
+    def _prepare(self, x: Any, y: Any, backend: _backend.Backend, what: str = "",
+                 shapes: tuple | None = None) -> tuple[Any, Any]:
+        """Validate and convert (x, y) once; device-resident results, or host when too large.
+        Builds nothing: callers build (``_ensure_built``) once every check has passed."""
         x = _data.to_array(x, backend, f"{what}x")
         y = _data.to_array(y, backend, f"{what}y")
-        self._ensure_built(x)
-        x = _data.cast(x, self.dtype, backend)
-        _data.check_x(x, self.input_shape, backend, what)
-        y = _data.check_y(y, int(x.shape[0]), self.loss, self.output_shape, backend, what)
-        y = _data.cast(y, "int64" if self.loss.sparse_labels else self.dtype, backend)
+        input_shape, output_shape, dtype = shapes or self._expected_shapes(x)
+        x = _data.cast(x, dtype, backend)
+        _data.check_x(x, input_shape, backend, what)
+        y = _data.check_y(y, int(x.shape[0]), self.loss, output_shape, backend, what)
+        y = _data.cast(y, "int64" if self.loss.sparse_labels else dtype, backend)
         if _data.is_host(y) and not self.loss.sparse_labels:
             _data.check_finite(y, backend, f"{what}y")
         if _data.is_host(x) and backend.ops.fits_in_memory(x.nbytes + y.nbytes):
@@ -350,9 +370,10 @@ class Sequential(Layer):
 
     def _prepare_x(self, x: Any, backend: _backend.Backend) -> Any:
         x = _data.to_array(x, backend, "x")
+        input_shape, _, dtype = self._expected_shapes(x)
+        x = _data.cast(x, dtype, backend)
+        _data.check_x(x, input_shape, backend)
         self._ensure_built(x)
-        x = _data.cast(x, self.dtype, backend)
-        _data.check_x(x, self.input_shape, backend)
         if _data.is_host(x) and backend.ops.fits_in_memory(x.nbytes):
             x = backend.from_host(x)
         return x
@@ -396,34 +417,43 @@ class Sequential(Layer):
         batch_size = 32 if batch_size is None else as_int(batch_size, "batch_size")
         epochs = as_int(epochs, "epochs", minimum=0)
         initial_epoch = as_int(initial_epoch, "initial_epoch", minimum=0)
-        if isinstance(validation_split, bool) or not isinstance(validation_split, (int, float)) \
+        # numbers.Real: Python and NumPy ints and floats (np.float32(0.2) too), not bools
+        if isinstance(validation_split, (bool, np.bool_)) or not isinstance(validation_split, numbers.Real) \
                 or not 0.0 <= float(validation_split) < 1.0:
             raise ValueError(f"validation_split must be a float in [0, 1); received {validation_split!r}.")
+        if not isinstance(shuffle, (bool, np.bool_)):
+            raise ValueError(f"shuffle must be True or False; received {shuffle!r}.")
         verbose = _progbar.resolve_verbose(verbose)
+        _training._as_list(callbacks)  # checked here, before anything (the shuffle generator) is created
         x_all = _data.to_array(x, backend, "x")
         y_all = _data.to_array(y, backend, "y")
         if validation_split and validation_data is None:
+            if x_all.ndim == 0:
+                raise ValueError(f"Expected x with one row per sample; received a scalar ({x_all!r}).")
             n_all = int(x_all.shape[0])
             if y_all.ndim == 0 or int(y_all.shape[0]) != n_all:
                 received = "a scalar" if y_all.ndim == 0 else f"{int(y_all.shape[0])} in y"
                 raise ValueError(f"x and y must have the same number of samples: {n_all} in x, received {received}.")
             split = int(math.floor(n_all * (1.0 - float(validation_split))))
             if split == 0 or split == n_all:
-                raise ValueError(f"validation_split={validation_split} leaves no samples for "
-                                 f"{'training' if split == 0 else 'validation'} out of {n_all}.")
+                raise ValueError(f"validation_split={validation_split} must leave samples for both training and "
+                                 f"validation; received {n_all} samples, which it splits into {split} for training "
+                                 f"and {n_all - split} for validation.")
             validation_data = (x_all[split:, ...], y_all[split:, ...])
             x_all, y_all = x_all[:split, ...], y_all[:split, ...]
-        xt, yt = self._prepare(x_all, y_all, backend)
+        shapes = self._expected_shapes(x_all)  # the validation data must match the training data
+        xt, yt = self._prepare(x_all, y_all, backend, shapes=shapes)
         if int(xt.shape[0]) == 0:
             raise ValueError("fit needs at least one sample; received x with 0 samples.")
         validation = None
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise ValueError("validation_data must be a tuple (x_val, y_val).")
-            xv, yv = self._prepare(validation_data[0], validation_data[1], backend, what="validation ")
+            xv, yv = self._prepare(validation_data[0], validation_data[1], backend, what="validation ", shapes=shapes)
             if int(xv.shape[0]) == 0:
                 raise ValueError("validation_data needs at least one sample; received 0.")
             validation = _training.Batches([xv, yv], batch_size, backend)
+        self._ensure_built(xt)
         if self._shuffle_rng is None:
             self._shuffle_rng = _random.new_generator()
         train = _training.Batches([xt, yt], batch_size, backend, rng=self._shuffle_rng if shuffle else None)
@@ -440,6 +470,7 @@ class Sequential(Layer):
         x, y = self._prepare(x, y, backend)
         if int(x.shape[0]) == 0:
             raise ValueError("train_on_batch needs at least one sample; received 0.")
+        self._ensure_built(x)
         if _data.is_host(x):
             x, y = backend.from_host(x), backend.from_host(y)
         loss, _ = _training.Loop(self, backend, None, 0, {}).train_step(x, y)
@@ -458,10 +489,13 @@ class Sequential(Layer):
         self._require_compiled("evaluation")
         backend = self._check_backend()
         batch_size = 32 if batch_size is None else as_int(batch_size, "batch_size")
+        verbose = _progbar.resolve_verbose(verbose)
+        _training._as_list(callbacks)
         x, y = self._prepare(x, y, backend)
         if int(x.shape[0]) == 0:
             raise ValueError("evaluate needs at least one sample; received x with 0 samples.")
-        loop = _training.Loop(self, backend, callbacks, _progbar.resolve_verbose(verbose), {})
+        self._ensure_built(x)
+        loop = _training.Loop(self, backend, callbacks, verbose, {})
         logs = loop.evaluate(_training.Batches([x, y], batch_size, backend))
         if return_dict:
             return logs
@@ -470,8 +504,8 @@ class Sequential(Layer):
 
     def test_on_batch(self, x: Any, y: Any, return_dict: bool = False) -> float | list[float] | dict[str, float]:
         """``evaluate`` on one batch."""
-        return self.evaluate(x, y, batch_size=max(1, len(_data.to_array(x, self._check_backend(), "x"))),
-                             return_dict=return_dict)
+        x = _data.to_array(x, self._check_backend(), "x")
+        return self.evaluate(x, y, batch_size=max(1, int(x.shape[0]) if x.ndim else 1), return_dict=return_dict)
 
     def predict(self, x: Any, batch_size: int | None = None, verbose: int | str = 0, callbacks: Any = None) -> Any:
         """Outputs for ``x``, computed batch by batch in inference mode, as an array of the
@@ -481,8 +515,10 @@ class Sequential(Layer):
         """
         backend = self._check_backend()
         batch_size = 32 if batch_size is None else as_int(batch_size, "batch_size")
+        verbose = _progbar.resolve_verbose(verbose)
+        _training._as_list(callbacks)
         x = self._prepare_x(x, backend)
-        loop = _training.Loop(self, backend, callbacks, _progbar.resolve_verbose(verbose), {})
+        loop = _training.Loop(self, backend, callbacks, verbose, {})
         outputs = loop.predict(_training.Batches([x], batch_size, backend))
         if not outputs:
             return backend.xp.zeros((0, *self.output_shape), dtype=backend.dtype(self.dtype), device=backend.device)
@@ -510,6 +546,9 @@ class Sequential(Layer):
 
     def set_weights(self, weights: list[Any]) -> None:
         """Replace every weight; counts, shapes and values are checked before anything changes."""
+        if isinstance(weights, (str, bytes, dict)) or not hasattr(weights, "__iter__"):
+            raise TypeError(f"set_weights expects a list of {len(self.weights)} weight arrays; "
+                            f"received {type(weights).__name__}.")
         weights = list(weights)
         expected = sum(len(layer.weights) for layer in self.layers)
         if len(weights) != expected:
