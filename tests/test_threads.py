@@ -103,7 +103,8 @@ def test_model_built_beside_another_threads_block_lands_on_the_default(numpy_def
     assert not isinstance(built["strict"].layers[0].kernel, np.ndarray)
 
 
-def test_load_model_keeps_every_threads_floatx(numpy_default, tmp_path):
+@pytest.mark.parametrize("loader_in", ["worker", "main"])
+def test_load_model_keeps_every_threads_floatx(numpy_default, tmp_path, loader_in):
     with use_floatx("float64"):
         model64 = nnx.Sequential([nnx.Input(4), nnx.Dense(3)])
     assert model64.get_weights()[0].dtype == np.float64 and nnx.floatx() == "float32"
@@ -134,7 +135,15 @@ def test_load_model_keeps_every_threads_floatx(numpy_default, tmp_path):
     old = sys.getswitchinterval()
     sys.setswitchinterval(1e-5)  # switch threads often, so that builds land inside loads
     try:
-        _run(loader, builder)
+        if loader_in == "worker":
+            _run(loader, builder)
+        else:  # the main thread loads: what it sets there must not become the other threads' default
+            t = threading.Thread(target=builder)
+            t.start()
+            try:
+                loader()
+            finally:
+                t.join(60)
     finally:
         sys.setswitchinterval(old)
     assert counts["loaded"] == 40 and counts["built"] >= 20
