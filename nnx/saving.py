@@ -539,23 +539,27 @@ def _model_plan(meta: dict, archive: _Archive) -> dict[str, np.ndarray]:
     arrays = {}
     for i, name in enumerate(names):
         shape = implied[i][0] if i < len(implied) else None
-        arrays[name] = archive.read(name, _expect(path, f"weight {i}", shape, "f" if shape else "biuf"))
-    shapes = [a.shape for a in arrays.values()]
-    cursor = -1  # slots of weight list i belong to a later weight than those of list i - 1
+        arrays[name] = archive.read(name, _expect(path, f"weight {i}", shape, "biuf" if shape is None else "f"))
+    weight_shapes = [a.shape for a in arrays.values()]
+    after = -1  # without exact slot shapes: the weight the previous slot list belongs to
     for i, n in enumerate(slots):
-        target = trainable[i] if exact_slots else None
+        expected = trainable[i] if exact_slots else None
         for j in range(n):
             name = f"slot_{i}_{j}.npy"
-            if not exact_slots and j == 0:
-                def check(found, dtype, i=i):
-                    nonlocal cursor, target
-                    later = [k for k in range(cursor + 1, len(shapes)) if shapes[k] == found]
-                    if dtype.kind not in "f" or not later:
-                        raise _mismatch(path, f"optimizer slot {i} holds a {found} {dtype} array that matches no weight")
-                    cursor, target = later[0], found
-                arrays[name] = archive.read(name, check)
-            else:
-                arrays[name] = archive.read(name, _expect(path, f"optimizer slot {i}.{j}", target))
+            if expected is not None:
+                arrays[name] = archive.read(name, _expect(path, f"optimizer slot {i}.{j}", expected))
+                continue
+            picked: list[int] = []  # the first slot of a list belongs to the next weight of its shape
+
+            def check(found: tuple[int, ...], dtype: np.dtype, i: int = i, picked: list[int] = picked) -> None:
+                later = [k for k in range(after + 1, len(weight_shapes)) if weight_shapes[k] == found]
+                if dtype.kind != "f" or not later:
+                    raise _mismatch(path, f"optimizer slot {i} holds a {found} {dtype} array that matches no weight")
+                picked.append(later[0])
+
+            arrays[name] = archive.read(name, check)
+            after = picked[0]
+            expected = weight_shapes[after]
     return arrays
 
 

@@ -591,3 +591,28 @@ def test_random_damage_gives_value_error_or_a_model(good, tmp_path):
         except ValueError:
             pass
     assert time.perf_counter() - start < 20
+
+
+def test_frozen_layers_roundtrip_with_their_optimizer_state(tmp_path):
+    """Slots belong to the trainable weights only: the check follows each layer's trainable flag."""
+    nnx.seed(1)
+    model = nnx.Sequential([nnx.Input(3), nnx.Dense(4, trainable=False), nnx.Dense(2)])
+    model.compile(optimizer="adam", loss="mse")
+    rng = np.random.default_rng(1)
+    model.fit(rng.normal(size=(8, 3)), rng.normal(size=(8, 2)), epochs=2, verbose=0)
+    model.save(tmp_path / "m.nnx")
+    loaded = nnx.load_model(tmp_path / "m.nnx")
+    ours, theirs = model.optimizer.get_state(nnx.to_numpy), loaded.optimizer.get_state(nnx.to_numpy)
+    assert len(theirs["slots"]) == 2 and theirs["iterations"] == ours["iterations"]
+    for a, b in zip(sum(ours["slots"], []), sum(theirs["slots"], [])):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_slot_lists_that_do_not_line_up_with_the_trainable_weights(good, tmp_path):
+    members = _members(good)
+    header = _header_of(members)
+    header["compile"]["slots"] = [2, 2]  # four trainable weights, two slot lists
+    fewer = {k: v for k, v in _with_header(members, header).items() if not k.startswith(("slot_2", "slot_3"))}
+    _refused(_write(tmp_path, _zip(fewer)), "optimizer state")
+    fewer["slot_1_0.npy"] = _npy(np.zeros((7, 7), "float32"))  # a shape no weight has
+    _refused(_write(tmp_path, _zip(fewer)), "matches no weight")
