@@ -375,7 +375,8 @@ def _builtin(class_name: str) -> bool:
 def _architecture(config: Any, path: str) -> tuple[list[tuple[tuple[int, ...], bool]], bool, list[int]]:
     """The weights (shape, trainable) the config implies, layer by layer, for the layer types this
     module knows; ``exact`` is False when a layer of another type appears (the list then covers the
-    layers before it), and ``units`` lists the Dense widths beyond it."""
+    layers before it), and the third list holds the widths of the Dense layers beyond it (each
+    bounded later by the file's size)."""
     if not isinstance(config, dict):
         raise _Refused(f"{path!r} holds an invalid model config: a {type(config).__name__}, not a dict.")
     layers = config.get("layers")
