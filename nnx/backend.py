@@ -3,13 +3,27 @@
 The core asks the current :class:`Backend` for its Array API namespace ``xp`` and its ``device``;
 everything library-specific (transfers, random masks, synchronisation, fused kernels) lives in the
 adapters under ``nnx.backends``.
+
+The current backend and floatx are per thread, over a process-wide default:
+
+- ``set_backend`` called from the main thread outside any ``use_backend`` block sets the
+  process-wide default; called from any other thread, or inside such a block, it sets the calling
+  thread's own value only (inside a block: until the block ends). ``set_floatx`` likewise, with
+  ``use_floatx`` blocks.
+- A thread that has not set its own value follows the process-wide default, whatever the main
+  thread last set outside any block; a thread never sees another thread's ``use_backend``.
+- ``use_backend`` / ``use_floatx`` change the calling thread's value (its current context, so
+  asyncio tasks are kept apart too) for the ``with`` block and restore it on exit, also on an
+  exception.
 """
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import importlib
 import os
-from typing import Any, Iterator
+import threading
+from typing import Any, Callable, Iterator
 
 import numpy as np  # host side only: data entering and leaving the device
 
@@ -98,12 +112,66 @@ class Backend:
         """Return cached device memory to the system, where the library keeps a pool."""
 
 
-class _State:
-    current: Backend | None = None
-    floatx: str = "float32"
+# -- current backend and floatx: per thread, over a process-wide default -----------------------
+#
+# The rule (as Python's decimal contexts, with a process-wide default underneath):
+#
+# 1. ``set_backend`` / ``set_floatx`` set the value of the calling thread. Called from the main
+#    thread outside any ``use_backend`` (resp. ``use_floatx``) block, they set the process-wide
+#    default instead (the main thread follows the default).
+# 2. A thread that has not set its own value follows the process-wide default: whatever the main
+#    thread last set outside any block ("numpy", or ``NNX_BACKEND``, and "float32" at first).
+# 3. ``use_backend`` / ``use_floatx`` set the value for the calling thread only (the current
+#    context, so asyncio tasks are kept apart too) and restore the previous one on exit, also on
+#    an exception. A ``set_backend`` inside such a block lasts until the block ends.
+#
+# Each per-thread value is stored in a ``ContextVar`` together with a key of the thread that set
+# it, so that a thread started with a copy of another thread's context (Python 3.14's
+# ``thread_inherit_context``) still starts from the default, as rule 2 says.
+
+_UNSET = object()
+_backend_var: contextvars.ContextVar[tuple[object, "Backend"] | None] = contextvars.ContextVar(
+    "nnx_backend", default=None)
+_floatx_var: contextvars.ContextVar[tuple[object, str] | None] = contextvars.ContextVar("nnx_floatx", default=None)
+_default: dict[str, Any] = {"backend": None, "floatx": "float32"}
+_default_lock = threading.Lock()
+_thread = threading.local()
 
 
-_state = _State()
+def _thread_key() -> object:
+    key = getattr(_thread, "key", None)
+    if key is None:
+        key = _thread.key = object()
+    return key
+
+
+def _own(var: contextvars.ContextVar) -> Any:
+    """This thread's own value in ``var``, or ``_UNSET`` when it follows the default."""
+    entry = var.get()
+    if entry is not None and entry[0] is _thread_key():
+        return entry[1]
+    return _UNSET
+
+
+def _assign(var: contextvars.ContextVar, slot: str, value: Any) -> None:
+    """Rule 1: the main thread outside any block sets the default; otherwise the thread's own value."""
+    if threading.current_thread() is threading.main_thread() and _own(var) is _UNSET:
+        with _default_lock:
+            _default[slot] = value
+    else:
+        var.set((_thread_key(), value))
+
+
+@contextlib.contextmanager
+def _scoped(var: contextvars.ContextVar, value: Any) -> Iterator[Any]:
+    token = var.set((_thread_key(), value))
+    try:
+        yield value
+    finally:
+        try:
+            var.reset(token)
+        except ValueError:  # closed from another context (a generator finalised elsewhere): nothing of ours to undo there
+            pass
 
 
 def _adapter(name: str):
@@ -134,27 +202,36 @@ def set_backend(name: str, device: Any = None) -> Backend:
     here; in both cases the current backend is unchanged.
     """
     backend = _create(name, device)
-    _state.current = backend
+    _assign(_backend_var, "backend", backend)
     return backend
 
 
 def get_backend() -> Backend:
-    """The current backend, with ``.name``, ``.xp`` and ``.device``."""
-    if _state.current is None:
-        set_backend(os.environ.get("NNX_BACKEND", "numpy"))
-    return _state.current
+    """The current backend, with ``.name``, ``.xp`` and ``.device``: the calling thread's own, or
+    else the process-wide default."""
+    own = _own(_backend_var)
+    if own is not _UNSET:
+        return own
+    backend = _default["backend"]
+    if backend is None:
+        with _default_lock:
+            if _default["backend"] is None:
+                _default["backend"] = _create(os.environ.get("NNX_BACKEND", "numpy"))
+            backend = _default["backend"]
+    return backend
 
 
 @contextlib.contextmanager
 def use_backend(name: str | Backend, device: Any = None) -> Iterator[Backend]:
-    """Switch backend inside a ``with`` block; the previous one is restored on exit."""
-    previous = _state.current
+    """Switch backend inside a ``with`` block, for the calling thread only; the previous one is
+    restored on exit, also on an exception. Other threads keep theirs.
+
+    >>> with nnx.use_backend("array_api_strict", device="device1"):
+    ...     model = nnx.Sequential([nnx.Input(4), nnx.Dense(2)])   # lives on array_api_strict
+    """
     backend = name if isinstance(name, Backend) else _create(name, device)
-    _state.current = backend
-    try:
+    with _scoped(_backend_var, backend):
         yield backend
-    finally:
-        _state.current = previous
 
 
 def available_backends() -> list[str]:
@@ -170,16 +247,32 @@ def available_backends() -> list[str]:
     return names
 
 
-def set_floatx(name: str) -> None:
-    """Set the default float dtype of new layers and data: "float16", "float32" or "float64"."""
-    if name not in _FLOATX:
+def _check_floatx(name: str) -> str:
+    if not isinstance(name, str) or name not in _FLOATX:
         raise ValueError(f"Unknown floatx {name!r}; expected one of: {', '.join(_FLOATX)}.")
-    _state.floatx = name
+    return name
+
+
+def set_floatx(name: str) -> None:
+    """Set the default float dtype of new layers and data: "float16", "float32" or "float64".
+
+    Per thread, as ``set_backend``: from the main thread outside any block it sets the process-wide
+    default, elsewhere the calling thread's own value."""
+    _assign(_floatx_var, "floatx", _check_floatx(name))
 
 
 def floatx() -> str:
-    """The default float dtype name (``"float32"`` unless changed)."""
-    return _state.floatx
+    """The default float dtype name of the calling thread (``"float32"`` unless changed)."""
+    own = _own(_floatx_var)
+    return _default["floatx"] if own is _UNSET else own
+
+
+@contextlib.contextmanager
+def use_floatx(name: str) -> Iterator[str]:
+    """Use float dtype ``name`` inside a ``with`` block, for the calling thread only; the previous
+    one is restored on exit."""
+    with _scoped(_floatx_var, _check_floatx(name)):
+        yield name
 
 
 def _owner(a: Any) -> Backend | None:
