@@ -584,7 +584,7 @@ def save_model(model: Any, filepath: str) -> None:
     }
     arrays = {f"weight_{i}": w for i, w in enumerate(weights)}
     if model.compiled:
-        state = model.optimizer.get_state(_backend.to_numpy)
+        state = model.optimizer.get_state(_backend.to_numpy, model.trainable_weights)
         meta["compile"] = {
             "optimizer": _optimizers.serialize(model.optimizer),
             "loss": model.loss.get_config(),
