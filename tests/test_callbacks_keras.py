@@ -533,7 +533,7 @@ def test_learning_rate_scheduler_unreadable_signature_tries_two_arguments_then_o
             return 0.5 ** epoch
 
     import inspect
-    with pytest.raises(TypeError):
+    with pytest.raises((TypeError, ValueError)):
         inspect.signature(Opaque())
     log = RateLog()
     fit([LearningRateScheduler(Opaque()), log], FakeModel(), [{"loss": 1.0}] * 2)
