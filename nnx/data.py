@@ -13,6 +13,12 @@ def _shape_str(shape: tuple) -> str:
     return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
+def _is_real(dtype: np.dtype) -> bool:
+    """int, uint, float or bool; not timedelta64 / datetime64 (which NumPy files under integer),
+    complex, object, strings or records."""
+    return dtype.kind in "biuf"
+
+
 def to_array(a: Any, backend: _backend.Backend, what: str) -> Any:
     """A user input as either a host numpy array or an array already on ``backend``'s device."""
     if a is None:
@@ -32,7 +38,7 @@ def to_array(a: Any, backend: _backend.Backend, what: str) -> Any:
             raise ValueError(f"{what} must be a rectangular numeric array; received {type(a).__name__} ({e}).") from None
     else:
         host = _backend.to_numpy(a)  # an array of another backend: through the host
-    if not (np.issubdtype(host.dtype, np.integer) or np.issubdtype(host.dtype, np.floating) or host.dtype == np.bool_):
+    if not _is_real(host.dtype):
         raise ValueError(f"{what} must hold real numbers (int, float or bool); received an array of dtype {host.dtype}.")
     return host
 
@@ -57,10 +63,10 @@ def check_finite(a: Any, backend: _backend.Backend, what: str) -> None:
 def host_weight(a: Any, shape: tuple[int, ...], dtype: str, what: str) -> np.ndarray:
     """A weight array from the user, as a host copy in ``dtype``, checked: real numbers, the
     expected shape, finite after the cast."""
-    host = to_array(a, _backend.get_backend(), what) if not isinstance(a, np.ndarray) else a
-    if isinstance(host, np.ma.MaskedArray) or not (np.issubdtype(host.dtype, np.integer)
-                                                    or np.issubdtype(host.dtype, np.floating) or host.dtype == np.bool_):
-        raise ValueError(f"{what} must hold real numbers; received an array of dtype {host.dtype}.")
+    plain = isinstance(a, np.ndarray) and not isinstance(a, np.ma.MaskedArray)
+    host = a if plain else to_array(a, _backend.get_backend(), what)  # masked arrays refused there
+    if is_host(host) and not _is_real(host.dtype):  # device arrays were checked by to_array
+        raise ValueError(f"{what} must hold real numbers (int, float or bool); received an array of dtype {host.dtype}.")
     if not is_host(host):
         host = _backend.to_numpy(host)
     if tuple(host.shape) != tuple(shape):
