@@ -749,3 +749,20 @@ def test_unfrozen_layer_trains_again(backend, when):
     assert _fit_changes(model, x, y) == [False, False, True, True]
     model.layers[0].trainable = True
     assert _fit_changes(model, x, y) == [True] * 4
+
+
+def test_initial_epoch_resumes_at_that_epoch(backend):
+    class Epochs(nnx.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.seen.append(epoch)
+
+    x = np.random.default_rng(0).normal(size=(8, 3)).astype("float32")
+    model = nnx.Sequential([nnx.Input(3), nnx.Dense(1)])
+    model.compile("sgd", "mse")
+    rec = Epochs()
+    history = model.fit(x, x[:, 0], epochs=5, initial_epoch=3, callbacks=[rec], verbose=0)
+    assert history.epoch == [3, 4] and rec.seen == [3, 4] and len(history.history["loss"]) == 2
