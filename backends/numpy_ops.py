@@ -81,15 +81,17 @@ class NumpyOps(Ops):
         return np.add.reduce(a, axis=0)
 
     def sparse_crossentropy(self, p, labels, eps):
-        n = p.shape[0]
-        rows = np.arange(n)
-        picked = p[rows, labels]  # a copy, whatever p's memory layout
+        n, k = p.shape
+        flat = np.arange(0, n * k, k)
+        flat += labels  # each row's label, as an index into the C-ordered (n, k) buffer
+        # p may be any view: take through its C-ordered copy only when it is not one already
+        picked = (p if p.flags.c_contiguous else np.ascontiguousarray(p)).reshape(-1).take(flat)
         np.maximum(picked, eps, out=picked)
         np.minimum(picked, 1.0 - eps, out=picked)
         np.log(picked, out=picked)
         c = p.dtype.type(1.0 / n)
-        dz = p * c
-        dz[rows, labels] -= c
+        dz = np.multiply(p, c, order="C")  # a fresh C-ordered buffer: reshape(-1) is a view of it
+        dz.reshape(-1)[flat] -= c
         return np.add.reduce(picked) * -c, dz
 
     @staticmethod
