@@ -58,10 +58,16 @@ class Loss:
         return {"class_name": type(self).__name__, "config": {}}
 
 
+_EPS_BY_DTYPE: dict = {}
+
+
 def _eps(xp: Any, p: Any) -> float:
     """The probability clip: Keras's 1e-7, or the dtype's resolution where that is coarser
     (``1 - 1e-7`` rounds to 1 in float16)."""
-    return max(EPSILON, float(xp.finfo(p.dtype).eps))
+    eps = _EPS_BY_DTYPE.get(p.dtype)
+    if eps is None:
+        eps = _EPS_BY_DTYPE[p.dtype] = max(EPSILON, float(xp.finfo(p.dtype).eps))
+    return eps
 
 
 class MeanSquaredError(Loss):

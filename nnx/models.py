@@ -187,10 +187,20 @@ class Sequential(Layer):
     @property
     def _first_backward(self) -> int:
         """The first layer with trainable weights (read at each step: ``trainable`` may change)."""
-        for i, layer in enumerate(self.layers):
-            if layer.trainable_weights:
-                return i
-        return len(self.layers)
+        return self._trainable_plan()[1]
+
+    def _trainable_plan(self) -> tuple[list, int]:
+        """The trainable weight records and the index of the first layer holding one, in one pass."""
+        weights: list = []
+        first = len(self.layers)
+        if self._trainable:
+            for i, layer in enumerate(self.layers):
+                own = layer.trainable_weights
+                if own:
+                    if not weights:
+                        first = i
+                    weights += own
+        return weights, first
 
     @property
     def _dtype(self) -> str:
@@ -210,11 +220,16 @@ class Sequential(Layer):
             saved.append(s)
         return x, saved
 
-    def backward(self, saved: list, dy: Any, need_dx: bool = True, dz: Any = None) -> tuple[Any, dict]:
+    def backward(self, saved: list, dy: Any, need_dx: bool = True, dz: Any = None,
+                 stop: int | None = None) -> tuple[Any, dict]:
         """``(dx, grads)``: back through the layers, stopping at the first one whose input gradient
-        nobody needs. ``dz``: the gradient of the last layer's pre-activation (fused loss)."""
+        nobody needs. ``dz``: the gradient of the last layer's pre-activation (fused loss);
+        ``stop``: that first layer, when the caller knows it already."""
         grads: dict = {}
-        stop = 0 if need_dx else self._first_backward
+        if need_dx:
+            stop = 0
+        elif stop is None:
+            stop = self._first_backward
         last = len(self.layers) - 1
         for i in range(last, stop - 1, -1):
             layer, want_dx = self.layers[i], need_dx or i > stop
@@ -252,8 +267,8 @@ class Sequential(Layer):
         penalty = self.regularization_loss()
         if not (isinstance(penalty, float) and penalty == 0.0):
             loss = loss + penalty
-        trainable = self.trainable_weights
-        grads = self.backward(saved, dy, need_dx=False, dz=dz)[1] if trainable else {}
+        trainable, first = self._trainable_plan()
+        grads = self.backward(saved, dy, need_dx=False, dz=dz, stop=first)[1] if trainable else {}
         out = {}
         for w in trainable:
             g = grads[w]

@@ -188,7 +188,7 @@ class Layer:
 
     @property
     def trainable_weights(self) -> list[Weight]:
-        return [w for w in self._weights if w.trainable] if self.trainable else []
+        return [w for w in self._weights if w.trainable] if self._trainable else []
 
     @property
     def non_trainable_weights(self) -> list[Weight]:
