@@ -56,8 +56,8 @@ _BACKWARD = {Linear: lambda dy, y: dy, ReLU: _relu_backward, Tanh: _tanh_backwar
 
 
 class NumpyOps(Ops):
-    """In-place NumPy kernels for the common activations, the bias gradient, sparse cross-entropy
-    and the optimizer updates."""
+    """In-place NumPy kernels for the common activations, the bias gradient, sparse cross-entropy,
+    the optimizer updates, and a scatter-add (``np.add.at``) for the Embedding gradient."""
 
     name = "numpy"
     fast_activations = frozenset(_FORWARD)
@@ -91,6 +91,11 @@ class NumpyOps(Ops):
         dz = p * c
         dz[rows, labels] -= c
         return np.add.reduce(picked) * -c, dz
+
+    def unsorted_segment_sum(self, rows, ids, num_segments):
+        out = np.zeros((num_segments, rows.shape[1]), dtype=rows.dtype)
+        np.add.at(out, ids, rows)
+        return out
 
     @staticmethod
     def _owned(g):
