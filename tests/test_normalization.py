@@ -477,3 +477,22 @@ def test_load_refuses_a_moving_statistic_of_the_wrong_shape(backend, tmp_path):
             zout.writestr(info, data)
     with pytest.raises(ValueError, match="do not match the architecture"):
         nnx.load_model(bad)
+
+
+def test_float16_statistics_do_not_overflow(backend):
+    """Squares of float16 values overflow past 256: the statistics are taken in float32 (as Keras)."""
+    if getattr(backend.xp, "float16", None) is None:
+        pytest.skip("this namespace has no float16")
+    nnx.set_floatx("float16")
+    rng = np.random.default_rng(16)
+    x16 = (rng.normal(size=(32, 3)) * [200.0, 1.0, 30.0] + [1000.0, 0.0, -50.0]).astype("float16")
+    x = x16.astype("float64")
+    model = nnx.Sequential([nnx.Input(3), BatchNormalization(momentum=0.5), LayerNormalization()])
+    model.compile("sgd", "mse")
+    train = nnx.to_numpy(model.forward(nnx.asarray(x16), training=True)[0])
+    bn = (x - x.mean(0)) / np.sqrt(x.var(0) + 1e-3)
+    np.testing.assert_allclose(train, _ln_reference(bn, 1.0, 0.0, (1,)), atol=3e-3)
+    model.fit(x16, np.zeros((32, 3)), batch_size=32, epochs=1, verbose=0)
+    mm, mv = model.layers[0].get_weights()[2:]
+    np.testing.assert_allclose(mm, 0.5 * x.mean(0), rtol=2e-3)
+    np.testing.assert_allclose(mv, 0.5 + 0.5 * x.var(0), rtol=2e-3)

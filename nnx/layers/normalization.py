@@ -58,6 +58,25 @@ class _Affine(NamedTuple):
     factor: Any
 
 
+def _normalize(xp: Any, x: Any, axes: tuple[int, ...], epsilon: float) -> tuple[Any, Any, Any, Any]:
+    """``(xhat, inv_std, mean, var)`` over ``axes`` (kept as size-1 axes), in ``x``'s dtype. A
+    float16 ``x`` is normalised in float32, its statistics clipped to float16's range (as Keras:
+    squares of float16 values overflow at 256)."""
+    half = getattr(xp, "float16", None)  # not in the Array API standard
+    wide = half is not None and x.dtype == half
+    xs = xp.astype(x, xp.float32) if wide else x
+    mean = xp.mean(xs, axis=axes, keepdims=True)
+    xc = xs - mean
+    var = xp.mean(xc * xc, axis=axes, keepdims=True)
+    inv_std = 1.0 / xp.sqrt(var + epsilon)
+    xhat = xc * inv_std
+    if wide:
+        top = float(xp.finfo(half).max)
+        xhat, inv_std = xp.astype(xhat, half), xp.astype(inv_std, half)
+        mean, var = xp.astype(xp.clip(mean, -top, top), half), xp.astype(xp.clip(var, 0.0, top), half)
+    return xhat, inv_std, mean, var
+
+
 def _normalized_backward(xp: Any, saved: _Normalized, dy: Any, gamma: Any, axes: tuple[int, ...]) -> Any:
     """dx of ``y = gamma * xhat + beta`` through the statistics over ``axes``."""
     g = dy if gamma is None else dy * gamma
@@ -155,11 +174,7 @@ class BatchNormalization(Layer):
             if self.center:
                 y = y + self._b(self.beta.value)
             return y, (_Affine(factor) if training else None)
-        mean = xp.mean(x, axis=self._reduce, keepdims=True)
-        xc = x - mean
-        var = xp.mean(xc * xc, axis=self._reduce, keepdims=True)
-        inv_std = 1.0 / xp.sqrt(var + self.epsilon)
-        xhat = xc * inv_std
+        xhat, inv_std, mean, var = _normalize(xp, x, self._reduce, self.epsilon)
         y = xhat * self._b(self.gamma.value) if self.scale else xhat
         if self.center:
             y = y + self._b(self.beta.value)
@@ -276,11 +291,7 @@ class LayerNormalization(Layer):
 
     def forward(self, x, training=False):
         xp = self.xp
-        mean = xp.mean(x, axis=self._axes, keepdims=True)
-        xc = x - mean
-        var = xp.mean(xc * xc, axis=self._axes, keepdims=True)
-        inv_std = 1.0 / xp.sqrt(var + self.epsilon)
-        xhat = xc * inv_std
+        xhat, inv_std, _, _ = _normalize(xp, x, self._axes, self.epsilon)
         y = xhat * self._b(self.gamma.value) if self.scale else xhat
         if self.center:
             y = y + self._b(self.beta.value)
