@@ -185,6 +185,15 @@ class Sequential(Layer):
         return None
 
     @property
+    def integer_input(self) -> bool:
+        """Whether the first layer takes integer ids (an ``Embedding``): a model nested as the
+        first layer of another passes that on."""
+        return bool(self.layers) and bool(getattr(self.layers[0], "integer_input", False))
+
+    def prepare_ids(self, x: Any, dtype: str, backend: _backend.Backend, what: str = "x") -> Any:
+        return self.layers[0].prepare_ids(x, dtype, backend, what)
+
+    @property
     def _first_backward(self) -> int:
         """The first layer with trainable weights (read at each step: ``trainable`` may change)."""
         for i, layer in enumerate(self.layers):

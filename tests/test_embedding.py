@@ -235,3 +235,17 @@ def test_save_load_resume_with_embedding(backend, tmp_path):
 
     implied, exact, _ = saving._architecture(model.get_config(), path)
     assert exact and implied == [((12, 4), True), ((4,), True), ((4,), True), ((24, 1), True), ((1,), True)]
+
+
+def test_nested_model_starting_with_an_embedding(backend):
+    inner = nnx.Sequential([Embedding(6, 2, name="inner_emb"), nnx.Flatten()])
+    model = nnx.Sequential([nnx.Input((3,), dtype="int32"), inner, nnx.Dense(1)])
+    model.compile("sgd", "mse")
+    ids = np.array([[0, 1, 5], [2, 2, 3]])
+    model.fit(ids, np.ones(2), epochs=1, verbose=0)
+    table = inner.layers[0].get_weights()[0]
+    kernel, bias = model.layers[1].get_weights()
+    np.testing.assert_allclose(nnx.to_numpy(model.predict(ids)), table[ids].reshape(2, 6) @ kernel + bias,
+                               rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="Embedding 'inner_emb'"):
+        model.predict(ids + 1)
