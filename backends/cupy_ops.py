@@ -58,7 +58,8 @@ def _kernels():
 
 class CupyOps(Ops):
     """Fused elementwise CUDA kernels for bias + activation, activation backward, sparse
-    cross-entropy's gradient and the optimizer updates."""
+    cross-entropy's gradient and the optimizer updates; ``cupyx.scatter_add`` for the Embedding
+    gradient."""
 
     name = "cupy"
     fast_activations = frozenset(_BIAS_ACT)
@@ -95,6 +96,15 @@ class CupyOps(Ops):
         c = p.dtype.type(1.0 / n)
         dz = _kernels()["xent_grad"](p, labels[:, None], c, k)
         return picked.sum() * -c, dz
+
+    def unsorted_segment_sum(self, rows, ids, num_segments):
+        import cupy as cp
+        import cupyx
+
+        with rows.device:
+            out = cp.zeros((num_segments, rows.shape[1]), dtype=rows.dtype)
+        cupyx.scatter_add(out, ids, rows)
+        return out
 
     def sgd_update(self, w, g, velocity, lr, momentum, nesterov):
         k, t = _kernels(), w.dtype.type

@@ -63,8 +63,8 @@ _BACKWARD = {Linear: lambda dy, y: dy, ReLU: _relu_backward, Tanh: _tanh_backwar
 
 
 class NumpyOps(Ops):
-    """In-place NumPy kernels for the common activations, the bias gradient, sparse cross-entropy
-    and the optimizer updates."""
+    """In-place NumPy kernels for the common activations, the bias gradient, sparse cross-entropy,
+    the optimizer updates, and a scatter-add (``np.add.at``) for the Embedding gradient."""
 
     name = "numpy"
     fast_activations = frozenset(_FORWARD)
@@ -100,6 +100,11 @@ class NumpyOps(Ops):
         dz = np.multiply(p, c, order="C")  # a fresh C-ordered buffer: reshape(-1) is a view of it
         dz.reshape(-1)[flat] -= c
         return np.add.reduce(picked) * -c, dz
+
+    def unsorted_segment_sum(self, rows, ids, num_segments):
+        out = np.zeros((num_segments, rows.shape[1]), dtype=rows.dtype)
+        np.add.at(out, ids, rows)
+        return out
 
     @staticmethod
     def _owned(g):
