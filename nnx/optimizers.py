@@ -26,7 +26,7 @@ sys.modules.setdefault(__name__ + ".schedules", schedules)
 def _check_float(value: Any, what: str, low: float, high: float, low_open: bool = False, high_open: bool = False) -> float:
     try:
         v = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         v = math.nan
     if isinstance(value, bool) or not math.isfinite(v) or v < low or v > high or (low_open and v == low) or (high_open and v == high):
         lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
@@ -129,10 +129,8 @@ class Optimizer:
         slots = self._slots.get(weight)
         if slots is None:
             xp, w = backend.xp, weight.value
-            slots = self._slots[weight] = [
-                xp.full(w.shape, self._initial_slot_value(name), dtype=w.dtype, device=backend.device)
-                if self._initial_slot_value(name) else xp.zeros(w.shape, dtype=w.dtype, device=backend.device)
-                for name in self.slots]
+            slots = self._slots[weight] = [xp.full(w.shape, self._initial_slot_value(name), dtype=w.dtype,
+                                                   device=backend.device) for name in self.slots]
         return slots
 
     def _initial_slot_value(self, name: str) -> float:

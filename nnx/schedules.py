@@ -19,9 +19,12 @@ from typing import Any
 from .registry import Registry
 
 
-def _real(value: Any, what: str, ok, expected: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)) \
-            or not ok(float(value)):
+def _real(value: Any, what: str, ok, expected: str) -> Any:
+    try:
+        v = float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else math.nan
+    except OverflowError:  # an int beyond float's range
+        v = math.nan
+    if not math.isfinite(v) or not ok(v):
         raise ValueError(f"Argument `{what}` must be {expected}; received {what}={value!r}.")
     return value
 

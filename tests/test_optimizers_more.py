@@ -593,6 +593,8 @@ def test_a_file_with_a_bad_schedule_is_refused(tmp_path, learning_rate):
     (lambda: S.PiecewiseConstantDecay([2, 1], [0.1, 0.2, 0.3]), "strictly increasing"),
     (lambda: S.PiecewiseConstantDecay([1], [0.1, -0.2]), "values"),
     (lambda: S.PiecewiseConstantDecay([True], [0.1, 0.2]), "boundaries"),
+    (lambda: S.ExponentialDecay(0.1, decay_steps=10**400, decay_rate=0.5), "decay_steps"),
+    (lambda: nnx.optimizers.SGD(clipnorm=10**400), "clipnorm"),
 ])
 def test_bad_arguments(make, match):
     with pytest.raises(ValueError, match=match):
