@@ -117,7 +117,7 @@ class Optimizer:
         value = schedule(step)
         try:
             rate = float(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             rate = math.nan
         if isinstance(value, bool) or not math.isfinite(rate) or rate < 0.0:
             raise ValueError(f"The learning-rate schedule {type(schedule).__name__} returned {value!r} at step "
