@@ -119,6 +119,18 @@ class Ops:
         v += (1.0 - rho) * (g * g)
         w -= lr * g / self.xp.sqrt(v + epsilon)
 
+    def adamw_update(self, w: Any, g: Any, m: Any, v: Any, step_size: float, decay: float, beta_1: float,
+                     beta_2: float, epsilon: float) -> None:
+        """Keras's decoupled weight decay, then Adam: w -= w * decay (decay = lr * weight_decay);
+        m += (1-b1)(g - m); v += (1-b2)(g^2 - v); w -= step_size m / (sqrt(v) + eps)."""
+        w -= w * decay
+        self.adam_update(w, g, m, v, step_size, beta_1, beta_2, epsilon)
+
+    def adagrad_update(self, w: Any, g: Any, accumulator: Any, lr: float, epsilon: float) -> None:
+        """accumulator += g^2; w -= lr g / sqrt(accumulator + eps)."""
+        accumulator += g * g
+        w -= lr * g / self.xp.sqrt(accumulator + epsilon)
+
     # -- capabilities ----------------------------------------------------------------------
     def fits_in_memory(self, nbytes: int) -> bool:
         """Whether ``nbytes`` more fit comfortably on the device (always true on the host)."""
