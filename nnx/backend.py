@@ -88,7 +88,22 @@ class Backend:
         raise NotImplementedError
 
     def dtype(self, name: str) -> Any:
+        """The dtype object of this backend's namespace for ``name`` (``"float32"``, ``"int64"``, …)."""
         return getattr(self.xp, name)
+
+    @property
+    def has_float64(self) -> bool:
+        """Whether this backend's device computes in float64 (array_api_strict's ``no_float64``
+        device does not). Epoch sums are kept in float64 where it does."""
+        cached = self.__dict__.get("_has_float64")
+        if cached is None:
+            try:
+                kinds = self.xp.__array_namespace_info__().dtypes(device=self.device, kind="real floating")
+                cached = "float64" in kinds
+            except Exception:  # a namespace without the inspection API: assume the common case
+                cached = hasattr(self.xp, "float64")
+            self.__dict__["_has_float64"] = cached
+        return cached
 
     # -- randomness and timing -------------------------------------------------------------
     def seed(self, n: int) -> None:

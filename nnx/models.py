@@ -143,6 +143,17 @@ class Sequential(Layer):
         act = last.output_activation if last is not None else None
         self._fused = bool(self.loss is not None and act is not None and self.loss.fuses_with(act))
 
+    def _random_state(self) -> tuple:
+        """What ``_set_random_state`` needs to undo a refused ``fit``: the shuffle generator."""
+        rng = self._shuffle_rng
+        return rng, None if rng is None else rng.bit_generator.state
+
+    def _set_random_state(self, saved: tuple) -> None:
+        rng, state = saved
+        if rng is not None:
+            rng.bit_generator.state = state
+        self._shuffle_rng = rng
+
     def compute_output_shape(self, input_shape):
         shape = tuple(input_shape)
         for layer in self.layers:
@@ -454,6 +465,7 @@ class Sequential(Layer):
                 raise ValueError("validation_data needs at least one sample; received 0.")
             validation = _training.Batches([xv, yv], batch_size, backend)
         self._ensure_built(xt)
+        before = self._random_state(), self.optimizer.iterations
         if self._shuffle_rng is None:
             self._shuffle_rng = _random.new_generator()
         train = _training.Batches([xt, yt], batch_size, backend, rng=self._shuffle_rng if shuffle else None)
@@ -461,7 +473,12 @@ class Sequential(Layer):
                               {"fit": True, "epochs": epochs, "steps": len(train), "verbose": verbose,
                                "batch_size": batch_size})
         self.history = loop.history
-        return loop.fit(train, epochs, initial_epoch, validation)
+        try:
+            return loop.fit(train, epochs, initial_epoch, validation)
+        except _data.NonFiniteResult:
+            if self.optimizer.iterations == before[1]:  # refused before the first step: as if never called
+                self._set_random_state(before[0])
+            raise
 
     def train_on_batch(self, x: Any, y: Any) -> float:
         """One optimizer step on one batch; returns its loss."""
@@ -488,6 +505,8 @@ class Sequential(Layer):
         """
         self._require_compiled("evaluation")
         backend = self._check_backend()
+        if not isinstance(return_dict, (bool, np.bool_)):
+            raise TypeError(f"return_dict must be True or False; received {return_dict!r}.")
         batch_size = 32 if batch_size is None else as_int(batch_size, "batch_size")
         verbose = _progbar.resolve_verbose(verbose)
         _training._as_list(callbacks)
@@ -497,6 +516,10 @@ class Sequential(Layer):
         self._ensure_built(x)
         loop = _training.Loop(self, backend, callbacks, verbose, {})
         logs = loop.evaluate(_training.Batches([x, y], batch_size, backend))
+        if not all(math.isfinite(v) for v in logs.values()):
+            error = _data.overflow_error(self, backend, "The loss or a metric", {"x": x, "y": y})
+            if error is not None:
+                raise error
         if return_dict:
             return logs
         values = list(logs.values())
@@ -522,7 +545,12 @@ class Sequential(Layer):
         outputs = loop.predict(_training.Batches([x], batch_size, backend))
         if not outputs:
             return backend.xp.zeros((0, *self.output_shape), dtype=backend.dtype(self.dtype), device=backend.device)
-        return outputs[0] if len(outputs) == 1 else backend.xp.concat(outputs, axis=0)
+        out = outputs[0] if len(outputs) == 1 else backend.xp.concat(outputs, axis=0)
+        if not _data.all_finite([out], backend):
+            error = _data.overflow_error(self, backend, "A prediction", {"x": x})
+            if error is not None:
+                raise error
+        return out
 
     def predict_on_batch(self, x: Any) -> Any:
         """The outputs for one batch ``x``."""

@@ -8,6 +8,7 @@ counter, ``iterations``, counts steps. The arithmetic is the backend's (``backen
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 from .registry import Registry
@@ -88,12 +89,15 @@ class Optimizer:
             if received != expected:
                 raise ValueError(f"Optimizer state does not match the model's weights: expected slot shapes "
                                  f"{expected}, received {received}.")
-        iterations = int(state["iterations"])
-        if iterations < 0:
-            raise ValueError(f"Optimizer iterations must be >= 0; received {iterations}.")
-        self._slots = {w: [backend.from_host(a.astype(str(w.numpy().dtype), copy=False)) for a in s]
-                       for s, w in zip(slots, params)}
-        self.iterations = iterations
+        iterations = state["iterations"]
+        if isinstance(iterations, bool) or not isinstance(iterations, numbers.Integral) or iterations < 0:
+            raise ValueError(f"Optimizer iterations must be a non-negative int; received {iterations!r}.")
+        from .data import host_weight  # cast to the weight's dtype, then refuse NaN / inf (1e39 in float32)
+
+        hosts = [[host_weight(a, w.shape, str(w.numpy().dtype), f"optimizer slot {j} of weight {w.path!r}")
+                  for j, a in enumerate(s)] for s, w in zip(slots, params)]
+        self._slots = {w: [backend.from_host(a) for a in s] for s, w in zip(hosts, params)}
+        self.iterations = int(iterations)
 
     def to_backend(self, backend: Any, to_numpy) -> None:
         self._slots = {w: [backend.from_host(to_numpy(a)) for a in s] for w, s in self._slots.items()}

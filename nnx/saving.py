@@ -22,6 +22,7 @@ array is bounded by the data the file holds, and the model's own ``set_weights``
 """
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -60,6 +61,58 @@ _MEMBER = re.compile(r"(?:__nnx__|weight_(?:0|[1-9][0-9]{0,8})|slot_(?:0|[1-9][0
 
 class _Refused(ValueError):
     """Raised inside this module for a file it refuses; surfaces as a plain ``ValueError``."""
+
+
+class MissingFileError(FileNotFoundError, ValueError):
+    """``load_model`` / ``load_weights`` on a path where there is no file: a ``ValueError`` (as
+    Keras 3 raises, and as nnx raises for every file it cannot load) that is also a
+    ``FileNotFoundError``, so ``except FileNotFoundError`` / ``except OSError`` keep working.
+    ``errno`` is ``ENOENT`` and ``filename`` the path, as for ``open``."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def _path_of(filepath: Any) -> str:
+    """``filepath`` as a str path, checked for what no file name can be."""
+    try:
+        path = os.fspath(filepath)
+    except TypeError:
+        raise TypeError(f"filepath must be a str or os.PathLike; received {type(filepath).__name__}.") from None
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    if path == "":
+        raise ValueError("filepath must name a file; received an empty string.")
+    if "\x00" in path:
+        raise ValueError(f"filepath must not contain a NUL byte; received {path!r}.")
+    return path
+
+
+def _target_path(filepath: Any) -> str:
+    """The path ``save`` writes to, checked before anything is written: it must name a file (not
+    a folder) in a folder that exists."""
+    path = _path_of(filepath)
+    if os.path.isdir(path):
+        raise ValueError(f"filepath must name a file; received {path!r}, which is a folder.")
+    if os.path.basename(path) == "":
+        raise ValueError(f"filepath must name a file; received {path!r}, which ends in a path separator.")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        what = "is not a folder" if os.path.exists(folder) else "does not exist"
+        raise ValueError(f"The folder a file is saved in must exist; received {path!r}, whose folder "
+                         f"{folder!r} {what}.")
+    return path
+
+
+def _source_path(filepath: Any) -> str:
+    """The path ``load_model`` reads, checked: a file that exists."""
+    path = _path_of(filepath)
+    if os.path.isdir(path):
+        raise ValueError(f"Expected the path of an nnx file; received {path!r}, which is a folder.")
+    if not os.path.isfile(path):
+        raise MissingFileError(errno.ENOENT, f"No such file: {path!r} (expected the path of a file written by "
+                                             f"model.save or model.save_weights).", path)
+    return path
 
 
 # -- writing -----------------------------------------------------------------------------------
@@ -324,9 +377,7 @@ def _no_constant(name: str) -> None:
 def _read_file(path: str, expected: str, plan: Callable[[dict, _Archive], dict[str, np.ndarray]]) -> tuple[dict, dict]:
     """Open ``path``, check its directory and header, and read the arrays ``plan`` asks for (after
     checking the file against the header). Anything wrong with the file raises ``ValueError``."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"No such file: {path!r}.")
+    path = _source_path(path)
     with open(path, "rb") as fh:
         try:
             if fh.read(4) != b"PK\x03\x04":
@@ -570,6 +621,7 @@ def _arrays(arrays: dict[str, np.ndarray], prefix: str, count: int) -> list[np.n
 
 # -- whole models ------------------------------------------------------------------------------
 def save_model(model: Any, filepath: str) -> None:
+    filepath = _target_path(filepath)
     if not model.built:
         raise ValueError("Build the model (give it an Input, or fit it) before saving it.")
     weights = model.get_weights()
@@ -610,7 +662,7 @@ def load_model(filepath: str) -> Any:
     """
     from .models import Sequential
 
-    filepath = os.fspath(filepath)
+    filepath = _source_path(filepath)
     meta, arrays = _read_file(filepath, FORMAT, _model_plan)
     with _backend.use_floatx(meta["dtype"]):  # this thread, this block: the caller's floatx stays
         try:
@@ -644,6 +696,7 @@ def load_model(filepath: str) -> Any:
 
 # -- weights only ------------------------------------------------------------------------------
 def save_weights(model: Any, filepath: str) -> None:
+    filepath = _target_path(filepath)
     weights = model.get_weights()
     arrays = {f"weight_{i}": w for i, w in enumerate(weights)}
     arrays[_META] = _meta_array({"format": WEIGHTS_FORMAT, "version": VERSION, "weights": len(weights),
@@ -667,6 +720,6 @@ def load_weights(model: Any, filepath: str) -> None:
         _check_members(archive, names, budget)
         return {n: archive.read(n, _expect(path, f"weight {i}", s)) for i, (n, s) in enumerate(zip(names, expected))}
 
-    filepath = os.fspath(filepath)
+    filepath = _source_path(filepath)
     meta, arrays = _read_file(filepath, WEIGHTS_FORMAT, plan)
     model.set_weights(_arrays(arrays, "weight_", meta["weights"]))
