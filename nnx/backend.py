@@ -110,10 +110,22 @@ class Backend:
         """Seed the device-side generator (dropout masks)."""
 
     def uniform(self, shape: tuple[int, ...], dtype: Any) -> Any:
-        """Uniform [0, 1) samples on the device. Default: drawn on the host, then moved."""
+        """Uniform [0, 1) samples on the device, from the stream of the model being trained
+        (``nnx.random.active_stream()``), else from the global dropout stream. Default: drawn on
+        the host, then moved.
+
+        Args:
+            shape: the shape of the samples.
+            dtype: a float dtype of this backend.
+
+        Returns:
+            An array of ``shape`` and ``dtype`` on this backend's device.
+
+        >>> keep = backend.uniform((32, 128), backend.xp.float32) >= 0.2
+        """
         from . import random as _random
 
-        host = _random.device_rng().random(shape, dtype=np.float32)
+        host = _random.host_generator().random(shape, dtype=np.float32)
         return self.xp.astype(self.from_host(host), dtype)
 
     def synchronize(self) -> None:

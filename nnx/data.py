@@ -201,16 +201,18 @@ def overflow_error(model: Any, backend: _backend.Backend, what: str, data: dict[
     """The error to raise when ``what`` came out NaN or inf from finite ``data`` (name -> array),
     or None when the model's own weights are not finite (a model whose training diverged earlier:
     its NaN is not the data's fault, and is reported as Keras does, in the results)."""
-    if not all_finite([w.value for w in model.weights], backend):
+    weights = [w.value for w in model.weights]
+    if not all_finite(weights, backend):
         return None
     dtype = model.dtype
     limit = float(np.finfo(dtype).max)
     seen = ", ".join(f"|{name}| up to {_max_abs(a, backend):.3g}" for name, a in data.items())
+    largest = max((_max_abs(w, backend) for w in weights), default=0.0)
     return NonFiniteResult(
         f"{what} is NaN or inf although the data and the weights are finite: the values computed from "
-        f"this data overflow {dtype} (largest finite value {limit:.3g}); received {seen}. The data must be "
-        f"scaled (e.g. standardized) to magnitudes the model can square and sum in {dtype}, or the model "
-        f"built in float64 (nnx.set_floatx('float64')).")
+        f"them overflow {dtype} (largest finite value {limit:.3g}); received {seen}, and weights up to "
+        f"{largest:.3g}. The data must be scaled (e.g. standardized) to magnitudes the model can square and "
+        f"sum in {dtype}, or the model built in float64 (nnx.set_floatx('float64')).")
 
 
 def check_first_step(model: Any, backend: _backend.Backend, loss: Any, grads: dict, x: Any, y: Any) -> None:

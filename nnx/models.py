@@ -61,6 +61,7 @@ class Sequential(Layer):
         self.stop_training = False
         self._stop_now = False
         self._shuffle_rng = None
+        self._dropout_rng: _random.Stream | None = None  # drawn at build; model files keep its state
         self._fused = False
         self.history = None
         for layer in layers or []:
@@ -125,6 +126,8 @@ class Sequential(Layer):
         self.input_shape = input_shape
         self.backend = backend
         self.dtype = self.layers[0].dtype if self.layers else _backend.floatx()
+        if self._dropout_rng is None:
+            self._dropout_rng = _random.Stream()
         self.built = True
         self._after_change()
 
@@ -144,15 +147,19 @@ class Sequential(Layer):
         self._fused = bool(self.loss is not None and act is not None and self.loss.fuses_with(act))
 
     def _random_state(self) -> tuple:
-        """What ``_set_random_state`` needs to undo a refused ``fit``: the shuffle generator."""
-        rng = self._shuffle_rng
-        return rng, None if rng is None else rng.bit_generator.state
+        """What ``_set_random_state`` needs to undo a refused ``fit``: the shuffle generator and
+        the dropout stream."""
+        rng, dropout = self._shuffle_rng, self._dropout_rng
+        return (rng, None if rng is None else rng.bit_generator.state,
+                None if dropout is None else dropout.state())
 
     def _set_random_state(self, saved: tuple) -> None:
-        rng, state = saved
+        rng, state, dropout = saved
         if rng is not None:
             rng.bit_generator.state = state
         self._shuffle_rng = rng
+        if dropout is not None and self._dropout_rng is not None:
+            self._dropout_rng.set_state(dropout)
 
     def compute_output_shape(self, input_shape):
         shape = tuple(input_shape)
@@ -215,6 +222,9 @@ class Sequential(Layer):
             for layer in self.layers:
                 x = layer.forward(x, training=False)[0]
             return x, None
+        if self._dropout_rng is not None and _random.active_stream() is None:
+            with _random.using(self._dropout_rng):  # layers (Dropout) draw from this model's stream
+                return self.forward(x, training=True)
         saved = []
         for layer in self.layers:
             x, s = layer.forward(x, training=True)

@@ -1,6 +1,7 @@
 """Model files: one ``.nnx`` file (a zip of ``.npy`` arrays, no pickle anywhere) holding the
-architecture and compile config as JSON, every weight, and the optimizer's state, written
-atomically (a temporary file in the same folder, then ``os.replace``).
+architecture and compile config as JSON, every weight, the optimizer's state, and the states of the
+model's shuffle generator and dropout stream (JSON), written atomically (a temporary file in the
+same folder, then ``os.replace``).
 
 Reading a file costs memory and time in proportion to the model it describes, whatever the file
 holds, and anything that is not a complete nnx file raises ``ValueError``:
@@ -474,7 +475,7 @@ def _architecture(config: Any, path: str) -> tuple[list[tuple[tuple[int, ...], b
     return weights, exact, units_beyond
 
 
-def _rng_from(state: Any, path: str) -> np.random.Generator | None:
+def _rng_from(state: Any, path: str, what: str = "shuffle") -> np.random.Generator | None:
     if state is None:
         return None
 
@@ -484,13 +485,13 @@ def _rng_from(state: Any, path: str) -> np.random.Generator | None:
         return isinstance(value, str) or _is_int(value)
 
     if not isinstance(state, dict) or not isinstance(state.get("bit_generator"), str) or not plain(state, 0):
-        raise _Refused(f"{path!r} holds an invalid shuffle state.")
+        raise _Refused(f"{path!r} holds an invalid {what} state.")
     try:
         return _random.generator_from_state(state)
     except MemoryError:
         raise
     except Exception as e:
-        raise _Refused(f"{path!r} holds an invalid shuffle state: {e}") from None
+        raise _Refused(f"{path!r} holds an invalid {what} state: {e}") from None
 
 
 def _check_compile(cfg: Any, weights: int, path: str) -> None:
@@ -562,6 +563,7 @@ def _model_plan(meta: dict, archive: _Archive) -> dict[str, np.ndarray]:
     compile_cfg = meta.get("compile")
     _check_compile(compile_cfg, count, path)
     meta["_rng"] = _rng_from(meta.get("shuffle_rng"), path)
+    meta["_dropout_rng"] = _rng_from(meta.get("dropout_rng"), path, "dropout")  # absent in older files
     implied, exact, units_beyond = _architecture(meta.get("config"), path)
     slots = compile_cfg["slots"] if compile_cfg else []
 
@@ -633,6 +635,7 @@ def save_model(model: Any, filepath: str) -> None:
         "weights": len(weights),
         "compile": None,
         "shuffle_rng": None if model._shuffle_rng is None else model._shuffle_rng.bit_generator.state,
+        "dropout_rng": None if model._dropout_rng is None else model._dropout_rng.state(),
     }
     arrays = {f"weight_{i}": w for i, w in enumerate(weights)}
     if model.compiled:
@@ -691,6 +694,8 @@ def load_model(filepath: str) -> Any:
                 raise ValueError(f"{filepath!r} holds an invalid compile config or optimizer state: {e}") from e
     if meta["_rng"] is not None:
         model._shuffle_rng = meta["_rng"]
+    if meta["_dropout_rng"] is not None:
+        model._dropout_rng = _random.Stream(meta["_dropout_rng"])
     return model
 
 

@@ -148,6 +148,8 @@ class Loop:
     def _epochs(self, train, epochs, initial_epoch, validation, batch_hooks, live) -> None:
         model, cbs = self.model, self.callbacks
         for epoch in range(initial_epoch, epochs):
+            if getattr(model, "_dropout_rng", None) is not None:
+                model._dropout_rng.new_epoch()  # a device generator is reseeded from the saved host state
             cbs.call("on_epoch_begin", epoch, {})
             header = f"Epoch {epoch + 1}/{epochs}"
             if self.verbose == 1:
