@@ -224,3 +224,12 @@ def test_load_of_a_missing_file_is_a_value_error_naming_the_path(backend, tmp_pa
             load(bad)
     with pytest.raises(TypeError, match="filepath must be a str or os.PathLike; received NoneType"):
         load(None)
+
+
+def test_use_floatx_is_exported_and_restores_on_exit(backend):
+    assert "use_floatx" in nnx.__all__ and nnx.use_floatx is nnx.backend.use_floatx
+    with pytest.raises(KeyError):
+        with nnx.use_floatx("float64"):
+            assert nnx.floatx() == "float64"
+            raise KeyError
+    assert nnx.floatx() == "float32"
