@@ -26,7 +26,17 @@ def _check_float(value: Any, what: str, low: float, high: float, low_open: bool 
 
 
 class Optimizer:
-    """Base class: ``apply(grads)`` updates each weight record in ``grads`` in place.
+    """Base class: ``apply(grads, backend)`` updates each weight record in ``grads`` in place.
+    Subclasses name their per-weight state arrays in ``slots`` and write ``update``.
+
+    Args:
+        learning_rate: the step size, a finite float >= 0; settable at any time
+            (``optimizer.learning_rate = 1e-4``). Defaults to 0.01.
+
+    Attributes: ``iterations``, the number of steps applied (one per step, not per weight).
+
+    Raises:
+        ValueError: a learning rate that is negative, NaN, inf or not a number.
 
     >>> opt = nnx.optimizers.Adam(learning_rate=1e-3); opt.learning_rate = 1e-4
     """
@@ -41,6 +51,8 @@ class Optimizer:
 
     @property
     def learning_rate(self) -> float:
+        """The step size, a float; setting it checks it (finite, >= 0) and takes effect at the
+        next step."""
         return self._learning_rate
 
     @learning_rate.setter
@@ -55,33 +67,95 @@ class Optimizer:
         return slots
 
     def apply(self, grads: dict[Any, Any], backend: Any) -> None:
-        """One step: update every weight record in ``grads`` in place (the gradients are consumed)."""
+        """One step: update every weight record in ``grads`` in place, creating its slot arrays
+        (zeros, on the weight's device) at its first step, and count the step in ``iterations``.
+
+        Args:
+            grads: a dict from weight record to gradient; consumed (the update may overwrite the
+                arrays).
+            backend: the weights' backend (its ``ops`` do the arithmetic).
+
+        >>> model.optimizer.apply(step.grads, model.backend)
+        """
         self.iterations += 1
         ops = backend.ops
         for weight, g in grads.items():
             self.update(ops, weight.value, g, self._slots_for(weight, backend))
 
     def update(self, ops: Any, w: Any, g: Any, slots: list[Any]) -> None:
-        """Update the array ``w`` in place from its gradient ``g`` (consumed) and its slots."""
+        """Update the array ``w`` in place from its gradient and its slots (subclasses write it).
+
+        Args:
+            ops: the backend's operations object (``backend.ops``).
+            w: the weight's array, updated in place.
+            g: its gradient; consumed.
+            slots: its state arrays, one per name in ``slots``, updated in place.
+
+        >>> ops.sgd_update(w, g, None, self.learning_rate, 0.0, False)   # what SGD.update does
+        """
         raise NotImplementedError
 
     # -- config and state ------------------------------------------------------------------
     def get_config(self) -> dict:
+        """The constructor arguments, as JSON-able values (no state).
+
+        Returns:
+            A dict that ``from_config`` reads.
+
+        >>> nnx.optimizers.Adam().get_config()["beta_1"]   # 0.9
+        """
         return {"learning_rate": self.learning_rate}
 
     @classmethod
     def from_config(cls, config: dict) -> "Optimizer":
+        """A new optimizer (no state) from ``get_config()``.
+
+        Args:
+            config: the constructor arguments.
+
+        Returns:
+            The optimizer.
+
+        Raises:
+            TypeError: an argument the class does not take.
+            ValueError: a value out of range.
+
+        >>> nnx.optimizers.SGD.from_config({"learning_rate": 0.1, "momentum": 0.9})
+        """
         return cls(**config)
 
     def get_state(self, to_numpy, weights: list[Any] | None = None) -> dict:
-        """Step count and slot arrays (host numpy) for saving, in the order of ``weights``
-        (default: the order the weights were first updated)."""
+        """The step count and the slot arrays, on the host, for saving.
+
+        Args:
+            to_numpy: a function that copies an array to the host (``nnx.to_numpy``).
+            weights: the weight records, in the order wanted (a weight without slots yet is
+                left out). Defaults to None: the order the weights were first updated.
+
+        Returns:
+            ``{"iterations": int, "slots": [[numpy arrays of one weight], ...]}``.
+
+        >>> state = model.optimizer.get_state(nnx.to_numpy, model.trainable_weights)
+        """
         order = list(self._slots) if weights is None else [w for w in weights if w in self._slots]
         return {"iterations": self.iterations, "slots": [[to_numpy(a) for a in self._slots[w]] for w in order]}
 
     def set_state(self, state: dict, backend: Any, params: list[Any]) -> None:
-        """Restore ``get_state()`` output onto ``backend`` for the weight records ``params``;
-        shapes are checked before anything changes."""
+        """Restore ``get_state()`` output onto ``backend`` for the weight records ``params``.
+        Everything is checked before anything changes.
+
+        Args:
+            state: ``{"iterations": int, "slots": [[host arrays of one weight], ...]}``, as
+                ``get_state`` returns it.
+            backend: the backend the slot arrays go to.
+            params: the weight records the slot lists belong to, in order.
+
+        Raises:
+            ValueError: slot shapes that do not match the weights, a slot value that is NaN or
+                inf in the weight's dtype, or ``iterations`` that is not a non-negative int.
+
+        >>> model.optimizer.set_state(state, model.backend, model.trainable_weights)
+        """
         slots = state["slots"]
         if slots:
             expected = [[tuple(w.shape)] * len(self.slots) for w in params]
@@ -100,6 +174,14 @@ class Optimizer:
         self.iterations = int(iterations)
 
     def to_backend(self, backend: Any, to_numpy) -> None:
+        """Move the slot arrays (through the host) onto ``backend``.
+
+        Args:
+            backend: the target ``nnx.Backend``.
+            to_numpy: a function that copies an array to the host (``nnx.to_numpy``).
+
+        >>> model.optimizer.to_backend(nnx.get_backend(), nnx.to_numpy)
+        """
         self._slots = {w: [backend.from_host(to_numpy(a)) for a in s] for w, s in self._slots.items()}
 
     def __repr__(self) -> str:
@@ -111,9 +193,12 @@ class SGD(Optimizer):
     """Stochastic gradient descent; with momentum: v = m v - lr g; w += v (Nesterov: w += m v - lr g).
 
     Args:
-        learning_rate: the step size (default 0.01).
-        momentum: in [0, 1] (default 0, plain SGD).
-        nesterov: Nesterov momentum.
+        learning_rate: the step size, a float >= 0. Defaults to 0.01.
+        momentum: a float in [0, 1]. Defaults to 0.0 (plain SGD, no slot array).
+        nesterov: use Nesterov momentum. Defaults to False.
+
+    Raises:
+        ValueError: a value out of range.
 
     >>> nnx.optimizers.SGD(learning_rate=0.1, momentum=0.9, nesterov=True)
     """
@@ -137,9 +222,13 @@ class Adam(Optimizer):
     """Adam: m += (1-b1)(g - m); v += (1-b2)(g^2 - v); w -= lr sqrt(1-b2^t)/(1-b1^t) m/(sqrt(v)+eps).
 
     Args:
-        learning_rate: default 0.001.
-        beta_1, beta_2: the moments' decay rates, in [0, 1) (defaults 0.9, 0.999).
-        epsilon: added to sqrt(v), > 0 (default 1e-7).
+        learning_rate: the step size, a float >= 0. Defaults to 0.001.
+        beta_1: the first moment's decay rate, in [0, 1). Defaults to 0.9.
+        beta_2: the second moment's decay rate, in [0, 1). Defaults to 0.999.
+        epsilon: added to sqrt(v), > 0. Defaults to 1e-7.
+
+    Raises:
+        ValueError: a value out of range.
 
     >>> nnx.optimizers.Adam(learning_rate=1e-3)
     """
@@ -154,7 +243,13 @@ class Adam(Optimizer):
         self.epsilon = _check_float(epsilon, "epsilon", 0.0, math.inf, low_open=True, high_open=True)
 
     def step_size(self) -> float:
-        """The bias-corrected step of the current iteration, from the current learning rate."""
+        """The bias-corrected step of the current iteration, from the current learning rate.
+
+        Returns:
+            ``learning_rate * sqrt(1 - beta_2**t) / (1 - beta_1**t)`` with t = ``iterations``.
+
+        >>> opt.iterations = 1; opt.step_size()
+        """
         t = self.iterations
         return self.learning_rate * math.sqrt(1.0 - self.beta_2**t) / (1.0 - self.beta_1**t)
 
@@ -169,9 +264,12 @@ class RMSprop(Optimizer):
     """RMSprop: v = rho v + (1 - rho) g^2; w -= lr g / sqrt(v + eps).
 
     Args:
-        learning_rate: default 0.001.
-        rho: the decay rate of the squared-gradient average, in [0, 1) (default 0.9).
-        epsilon: > 0 (default 1e-7).
+        learning_rate: the step size, a float >= 0. Defaults to 0.001.
+        rho: the decay rate of the squared-gradient average, in [0, 1). Defaults to 0.9.
+        epsilon: added to v under the square root, > 0 (as Keras 3). Defaults to 1e-7.
+
+    Raises:
+        ValueError: a value out of range.
 
     >>> nnx.optimizers.RMSprop(learning_rate=1e-3, rho=0.9)
     """
@@ -198,10 +296,33 @@ registry.add(RMSprop, "rmsprop")
 
 
 def get(identifier: str | dict | Optimizer) -> Optimizer:
-    """An optimizer from its name (default arguments; ``"adam"`` or ``"Adam"``), a config dict,
-    or an instance."""
+    """An optimizer from its name, a config dict, or an instance.
+
+    Args:
+        identifier: a name (``"adam"`` or ``"Adam"``, ``"sgd"``, ``"rmsprop"``: default
+            arguments), a ``{"class_name": ..., "config": {...}}`` dict, or an ``Optimizer``
+            (returned as is).
+
+    Returns:
+        An ``Optimizer``.
+
+    Raises:
+        ValueError: an unknown name (the message lists the valid ones) or a bad config.
+
+    >>> nnx.optimizers.get("adam").learning_rate   # 0.001
+    """
     return registry.get(identifier)
 
 
 def serialize(optimizer: Optimizer) -> dict:
+    """An optimizer as ``{"class_name": ..., "config": {...}}`` (no state), which ``get`` reads.
+
+    Args:
+        optimizer: the ``Optimizer``.
+
+    Returns:
+        A JSON-able dict.
+
+    >>> nnx.optimizers.get(nnx.optimizers.serialize(model.optimizer))
+    """
     return {"class_name": type(optimizer).__name__, "config": optimizer.get_config()}

@@ -68,7 +68,13 @@ class MissingFileError(FileNotFoundError, ValueError):
     """``load_model`` / ``load_weights`` on a path where there is no file: a ``ValueError`` (as
     Keras 3 raises, and as nnx raises for every file it cannot load) that is also a
     ``FileNotFoundError``, so ``except FileNotFoundError`` / ``except OSError`` keep working.
-    ``errno`` is ``ENOENT`` and ``filename`` the path, as for ``open``."""
+    ``errno`` is ``ENOENT`` and ``filename`` the path, as for ``open``.
+
+    >>> try:
+    ...     model = nnx.load_model("checkpoint.nnx")
+    ... except FileNotFoundError:
+    ...     model = build_model()
+    """
 
     def __str__(self) -> str:
         return str(self.strerror)
@@ -623,6 +629,21 @@ def _arrays(arrays: dict[str, np.ndarray], prefix: str, count: int) -> list[np.n
 
 # -- whole models ------------------------------------------------------------------------------
 def save_model(model: Any, filepath: str) -> None:
+    """Write ``model`` to an ``.nnx`` file, atomically (``model.save`` calls this).
+
+    Args:
+        model: a built ``Sequential``.
+        filepath: the file to write (str or ``os.PathLike``); an existing file is replaced.
+
+    Raises:
+        TypeError: ``filepath`` is not a path.
+        ValueError: the model is not built, its config exceeds ``MAX_HEADER_BYTES`` of JSON, or
+            the path cannot be a file (empty, a NUL byte, a folder, a missing folder); nothing
+            is written then.
+        OSError: the file system refuses the write.
+
+    >>> save_model(model, "model.nnx")
+    """
     filepath = _target_path(filepath)
     if not model.built:
         raise ValueError("Build the model (give it an Input, or fit it) before saving it.")
@@ -656,10 +677,22 @@ def save_model(model: Any, filepath: str) -> None:
 
 def load_model(filepath: str) -> Any:
     """Load a model saved with ``model.save`` onto the current backend, compiled and with its
-    optimizer state, ready to resume training. The caller's ``floatx`` is left as it was.
+    optimizer state, shuffle generator and dropout stream, ready to resume training exactly. The
+    model keeps the float type it was saved in; the caller's ``floatx`` is left as it was.
 
-    A truncated, corrupted, foreign or hostile file raises ``ValueError``, having cost no more
-    memory and time than the model it describes.
+    Args:
+        filepath: the file to read (str or ``os.PathLike``).
+
+    Returns:
+        The ``Sequential``.
+
+    Raises:
+        TypeError: ``filepath`` is not a path.
+        ValueError: no such file (the error is also a ``FileNotFoundError``, naming the path), a
+            folder, an empty path or a NUL byte; a truncated, corrupted, foreign or hostile file
+            (having cost no more memory and time than the model it describes), including
+            optimizer slots that are NaN or inf and a step count that is not a non-negative int.
+            Nothing in the file is executed; pickles are never read.
 
     >>> model = nnx.load_model("model.nnx")
     """
@@ -701,6 +734,17 @@ def load_model(filepath: str) -> Any:
 
 # -- weights only ------------------------------------------------------------------------------
 def save_weights(model: Any, filepath: str) -> None:
+    """Write ``model``'s weights alone to a file, atomically (``model.save_weights`` calls this).
+
+    Args:
+        model: a ``Sequential`` (or any layer).
+        filepath: the file to write.
+
+    Raises:
+        TypeError, ValueError, OSError: as ``save_model``.
+
+    >>> save_weights(model, "weights.nnx")
+    """
     filepath = _target_path(filepath)
     weights = model.get_weights()
     arrays = {f"weight_{i}": w for i, w in enumerate(weights)}
@@ -711,7 +755,17 @@ def save_weights(model: Any, filepath: str) -> None:
 
 def load_weights(model: Any, filepath: str) -> None:
     """Load weights saved with ``save_weights`` into ``model``; nothing changes unless every array
-    matches the model's weights in count and shape."""
+    matches the model's weights in count and shape.
+
+    Args:
+        model: the ``Sequential`` (or layer) to load into.
+        filepath: the file to read.
+
+    Raises:
+        ValueError: as ``load_model`` for the file, or weights that do not match the model's.
+
+    >>> load_weights(model, "weights.nnx")
+    """
     expected = [tuple(w.shape) for w in model.get_weights()]
 
     def plan(meta: dict, archive: _Archive) -> dict[str, np.ndarray]:
