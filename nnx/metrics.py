@@ -13,7 +13,9 @@ from . import losses as _losses
 
 
 class Metric:
-    """``batch_total(xp, y, p)`` returns the sum of the per-sample metric over a batch (0-d array).
+    """Base class: ``batch_total(xp, y, p)`` returns the sum of the per-sample metric over a
+    batch (a 0-d array on the device); the training loop sums it over the epoch and divides by
+    the number of samples once per epoch. ``name`` is the key in the logs and the History.
 
     >>> model.compile("adam", "mse", metrics=["mae"])
     """
@@ -21,10 +23,32 @@ class Metric:
     name = ""
 
     def batch_total(self, xp: Any, y: Any, p: Any) -> Any:
+        """The sum over the batch of the per-sample metric.
+
+        Args:
+            xp: the Array API namespace of ``y`` and ``p``.
+            y: the batch's targets (integer labels for the sparse accuracy).
+            p: the batch's predictions.
+
+        Returns:
+            A 0-d array (kept on the device).
+
+        >>> total = nnx.metrics.BinaryAccuracy().batch_total(backend.xp, y, p)
+        """
         raise NotImplementedError
 
     def __call__(self, y_true: Any, y_pred: Any) -> float:
-        """The metric over one batch, as a float (host side; for interactive use)."""
+        """The metric over one batch, as a float (host side; for interactive use).
+
+        Args:
+            y_true: the targets, an array of the current backend.
+            y_pred: the predictions, an array of the current backend.
+
+        Returns:
+            The mean over the batch's samples, a float.
+
+        >>> nnx.metrics.BinaryAccuracy()(nnx.asarray([[1.0]]), nnx.asarray([[0.8]]))   # 1.0
+        """
         from .backend import get_backend
 
         xp = get_backend().xp
@@ -59,7 +83,10 @@ class MeanSquaredError(Metric):
 
 
 class BinaryAccuracy(Metric):
-    """Share of outputs on the right side of ``threshold``.
+    """Share of outputs on the right side of ``threshold`` (a target above 0.5 counts as 1).
+
+    Args:
+        threshold: predictions above it count as 1. Defaults to 0.5.
 
     >>> nnx.metrics.BinaryAccuracy(threshold=0.5)
     """
@@ -97,7 +124,16 @@ class SparseCategoricalAccuracy(Metric):
 
 
 def unique_names(metrics: list[Metric]) -> list[Metric]:
-    """Give repeated names Keras's suffixes: ``binary_accuracy``, ``binary_accuracy_1``, …"""
+    """Give repeated names Keras's suffixes: ``binary_accuracy``, ``binary_accuracy_1``, …
+
+    Args:
+        metrics: the metrics, in order; renamed in place.
+
+    Returns:
+        ``metrics``.
+
+    >>> [m.name for m in unique_names([BinaryAccuracy(), BinaryAccuracy()])]
+    """
     seen: dict[str, int] = {}
     for m in metrics:
         base = m.name
@@ -118,8 +154,24 @@ registry.add(SparseCategoricalAccuracy, "sparse_categorical_accuracy")
 
 
 def get(identifier: str | Metric, loss: _losses.Loss, output_units: int | None) -> Metric:
-    """A metric from its name or an instance (copied); ``"accuracy"``/``"acc"`` picks the variant
-    from the loss and output width, as Keras does. The metric is named as given."""
+    """A metric from its name or an instance (copied), named as given.
+
+    Args:
+        identifier: a name (``"accuracy"`` / ``"acc"``, ``"mae"``, ``"mse"``,
+            ``"binary_accuracy"``, …) or a ``Metric`` (copied).
+        loss: the compiled loss: ``"accuracy"`` picks sparse categorical accuracy for a sparse
+            loss, binary accuracy for binary cross-entropy or one output unit, else categorical
+            accuracy, as Keras does.
+        output_units: the width of the model's output, or None when not known yet.
+
+    Returns:
+        A ``Metric``.
+
+    Raises:
+        ValueError: an unknown name (the message lists the valid ones).
+
+    >>> nnx.metrics.get("accuracy", nnx.losses.get("sparse_categorical_crossentropy"), 10)
+    """
     if isinstance(identifier, Metric):
         return copy.copy(identifier)
     if isinstance(identifier, str) and identifier.lower() in ("accuracy", "acc"):
