@@ -14,6 +14,7 @@ import numpy as np  # argument checks only (numpy scalar types)
 from . import backend as _backend
 from . import callbacks as _callbacks
 from . import data as _data
+from . import distributed as _distributed
 from . import layers as _layers
 from . import losses as _losses
 from . import metrics as _metrics
@@ -457,9 +458,9 @@ class Sequential(Layer):
         if self._shuffle_rng is None:
             self._shuffle_rng = _random.new_generator()
         train = _training.Batches([xt, yt], batch_size, backend, rng=self._shuffle_rng if shuffle else None)
-        loop = _training.Loop(self, backend, callbacks, verbose,
-                              {"fit": True, "epochs": epochs, "steps": len(train), "verbose": verbose,
-                               "batch_size": batch_size})
+        loop = _distributed.loop_type()(self, backend, callbacks, verbose,
+                                        {"fit": True, "epochs": epochs, "steps": len(train), "verbose": verbose,
+                                         "batch_size": batch_size})
         self.history = loop.history
         return loop.fit(train, epochs, initial_epoch, validation)
 
@@ -495,7 +496,7 @@ class Sequential(Layer):
         if int(x.shape[0]) == 0:
             raise ValueError("evaluate needs at least one sample; received x with 0 samples.")
         self._ensure_built(x)
-        loop = _training.Loop(self, backend, callbacks, verbose, {})
+        loop = _distributed.loop_type()(self, backend, callbacks, verbose, {})
         logs = loop.evaluate(_training.Batches([x, y], batch_size, backend))
         if return_dict:
             return logs
@@ -632,15 +633,19 @@ class Sequential(Layer):
         (print_fn or print)(render(self, line_length))
 
     def save(self, filepath: str) -> None:
-        """Save architecture, weights, compile config and optimizer state to one ``.nnx`` file."""
+        """Save architecture, weights, compile config and optimizer state to one ``.nnx`` file
+        (in data-parallel training, on rank 0 only: other ranks write nothing)."""
         from .saving import save_model
 
-        save_model(self, filepath)
+        if _distributed.is_chief():
+            save_model(self, filepath)
 
     def save_weights(self, filepath: str) -> None:
+        """Save the weights alone (in data-parallel training, on rank 0 only)."""
         from .saving import save_weights
 
-        save_weights(self, filepath)
+        if _distributed.is_chief():
+            save_weights(self, filepath)
 
     def load_weights(self, filepath: str) -> None:
         from .saving import load_weights
@@ -670,7 +675,9 @@ def _to_file_bytes(model: Sequential) -> bytes:
     folder = tempfile.mkdtemp(prefix="nnx-copy-")
     path = os.path.join(folder, "model.nnx")
     try:
-        model.save(path)
+        from .saving import save_model
+
+        save_model(model, path)  # on every rank (model.save writes on rank 0 only)
         with open(path, "rb") as f:
             return f.read()
     finally:
