@@ -30,7 +30,7 @@ def _mpiexec() -> str | None:
     return beside if os.path.exists(beside) else shutil.which("mpiexec")
 
 
-def _launch(out, mode: str, timeout: float = TIMEOUT) -> subprocess.CompletedProcess:
+def _launch(out, mode: str, timeout: float = TIMEOUT, script: list[str] | None = None) -> subprocess.CompletedProcess:
     pytest.importorskip("mpi4py", reason="mpi4py is not installed (pip install -e '.[distributed]')")
     pytest.importorskip("array_api_strict", reason="array_api_strict is not installed")
     mpiexec = _mpiexec()
@@ -38,7 +38,8 @@ def _launch(out, mode: str, timeout: float = TIMEOUT) -> subprocess.CompletedPro
         pytest.skip("mpiexec is not installed (pip install -e '.[distributed]' brings mpich's)")
     env = {k: v for k, v in os.environ.items() if k != "NNX_BACKEND"}
     env.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    cmd = [mpiexec, "-n", "2", sys.executable, "-m", "mpi4py", os.path.join(HERE, "dist_worker.py"), str(out), mode]
+    args = script or [os.path.join(HERE, "dist_worker.py"), str(out), mode]
+    cmd = [mpiexec, "-n", "2", sys.executable, "-m", "mpi4py", *args]
     return subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout, env=env)
 
 
@@ -183,3 +184,15 @@ def test_shard_bounds_cover_the_batch_contiguously(n, size):
     assert all(a[1] == b[0] for a, b in zip(parts, parts[1:]))
     lengths = [hi - lo for lo, hi in parts]
     assert max(lengths) - min(lengths) <= 1 and lengths == sorted(lengths, reverse=True)
+
+
+def test_distributed_example(tmp_path):
+    pytest.importorskip("sklearn", reason="scikit-learn (the examples extra) is not installed")
+    example = os.path.join(os.path.dirname(HERE), "examples", "distributed_mnist.py")
+    if not os.path.isfile(example):
+        pytest.skip("examples/ is not beside tests/ (the suite runs from a copy)")
+    done = _launch(tmp_path, "", script=[example, "--epochs", "20", "--out", str(tmp_path)])
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("Epoch 1/20") == 1 and "2 rank(s)" in done.stdout
+    assert float(done.stdout.split("test accuracy: ")[1].split()[0]) >= 0.95
+    assert (tmp_path / "distributed_best.nnx").exists()
