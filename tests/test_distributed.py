@@ -196,3 +196,49 @@ def test_distributed_example(tmp_path):
     assert done.stdout.count("Epoch 1/20") == 1 and "2 rank(s)" in done.stdout
     assert float(done.stdout.split("test accuracy: ")[1].split()[0]) >= 0.95
     assert (tmp_path / "distributed_best.nnx").exists()
+
+
+_REDUCERS = r"""
+import numpy as np
+from mpi4py import MPI
+import nnx
+from nnx import distributed
+
+distributed.init(MPI.COMM_SELF)  # one rank: the reducers' arithmetic, on every backend here
+cases = [("numpy", None), ("array_api_strict", "device1"), ("array_api_strict", "no_float64")]
+if "cupy" in nnx.available_backends():
+    from cupy.cuda import nccl
+    if nccl.available:
+        cases.append(("cupy", 0))  # a one-rank NCCL communicator
+checked = []
+for name, device in cases:
+    with nnx.use_backend(name, device) as b:
+        reducer = distributed._HostReducer(MPI.COMM_SELF) if name != "cupy" else distributed._NcclReducer(MPI.COMM_SELF, b)
+        dtypes = (("float16",) if name != "array_api_strict" else ()) + ("float32",)
+        for dtype in dtypes + (("float64",) if device != "no_float64" else ()):
+            rng = np.random.default_rng(0)
+            hosts = [rng.normal(size=s).astype(dtype) for s in [(3, 4), (4,), (1,)]]
+            weights = [distributed._WeightView(nnx.layers.Weight("w", b.from_host(h)), dtype) for h in hosts]
+            wide = np.result_type(np.dtype(dtype), np.float32)
+            for grads in ([b.from_host(h) for h in hosts], None):
+                out, totals = reducer.allreduce(b, grads, weights, 0.25, [1.5, 2.0], wide)
+                for o, h in zip(out, hosts):
+                    got = b.to_numpy(o)
+                    assert got.dtype == h.dtype and got.shape == h.shape, (got.dtype, got.shape)
+                    want = h * np.asarray(0.25, dtype) if grads is not None else np.zeros_like(h)
+                    np.testing.assert_array_equal(got, want)
+                assert [float(t) for t in totals] == [1.5, 2.0]
+        checked.append(name)
+print("checked", *checked)
+"""
+
+
+def test_reducers_on_one_rank():
+    """The packing and unpacking around the allreduce, on one rank (MPI.COMM_SELF): every backend
+    here, NCCL on a machine with CuPy and a GPU."""
+    pytest.importorskip("mpi4py", reason="mpi4py is not installed (pip install -e '.[distributed]')")
+    env = {k: v for k, v in os.environ.items() if k != "NNX_BACKEND"}
+    done = subprocess.run([sys.executable, "-c", _REDUCERS], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=TIMEOUT, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "checked numpy array_api_strict array_api_strict" in done.stdout
