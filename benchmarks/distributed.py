@@ -52,6 +52,7 @@ def worker(args) -> None:
         nnx.distributed.init()
     rank, size = nnx.distributed.rank(), nnx.distributed.size()
     spent = {"reduce": 0.0, "wait": 0.0, "allreduce": 0.0}
+    calls: list[float] = []  # each allreduce in fit, for its median
     if size > 1:  # time the reduction (pack, allreduce, unpack), and inside it the wait and the transfer
         original = nnx.distributed._HostReducer.allreduce
 
@@ -70,6 +71,7 @@ def worker(args) -> None:
                 t2 = time.perf_counter()
                 spent["wait"] += t1 - t0
                 spent["allreduce"] += t2 - t1
+                calls.append(t2 - t1)
 
         def timed(self, *a, **k):
             if not isinstance(self.comm, TimedComm):
@@ -82,7 +84,7 @@ def worker(args) -> None:
 
         nnx.distributed._HostReducer.allreduce = timed
     x, y = make_data(args.samples)
-    results = {"ranks": size, "steps": {}, "parts": {}, "allreduce": {}}
+    results = {"ranks": size, "steps": {}, "parts": {}, "allreduce": {}, "allreduce_mean": {}}
     for batch in args.batch_sizes:
         model = nnx.Sequential([nnx.Input((SIZES[0],)), nnx.Dense(SIZES[1], activation="relu"),
                                 nnx.Dense(SIZES[2], activation="relu"), nnx.Dense(SIZES[3], activation="softmax")])
@@ -91,6 +93,7 @@ def worker(args) -> None:
         steps = -(-args.samples // batch)
         model.fit(x, y, batch_size=batch, epochs=1, verbose=0)  # warm-up
         times, parts = [], []
+        calls.clear()
         for _ in range(args.rounds):
             for k in spent:
                 spent[k] = 0.0
@@ -104,6 +107,7 @@ def worker(args) -> None:
                           "wait": spent["wait"] / steps, "allreduce": spent["allreduce"] / steps})
         results["steps"][batch] = statistics.median(times)
         results["parts"][batch] = {k: statistics.median(p[k] for p in parts) for k in parts[0]}
+        results["parts"][batch]["allreduce_median"] = statistics.median(calls) if calls else 0.0
     if size > 1:  # MPI.Allreduce alone, in place on a float32 buffer
         from mpi4py import MPI
 
@@ -121,6 +125,7 @@ def worker(args) -> None:
                 comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
                 samples.append(time.perf_counter() - t)
             results["allreduce"][count * 4] = statistics.median(samples)
+            results["allreduce_mean"][count * 4] = statistics.fmean(samples)
         results["gradient_bytes"] = grad * 4
     if rank == 0:
         print("RESULT " + json.dumps(results), flush=True)
@@ -135,7 +140,7 @@ def _run(cmd: list[str], threads: int, timeout: float) -> dict:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stdout}\n{done.stderr}")
     line = next(l for l in done.stdout.splitlines() if l.startswith("RESULT "))
     out = json.loads(line[7:])
-    for key in ("steps", "parts", "allreduce"):
+    for key in ("steps", "parts", "allreduce", "allreduce_mean"):
         out[key] = {int(k): v for k, v in out[key].items()}
     return out
 
@@ -203,16 +208,19 @@ def main() -> None:
     slope, intercept = np.linalg.lstsq(design, np.ones_like(times), rcond=None)[0]
     bandwidth, latency = 1.0 / slope, max(intercept, 0.0) / 2
     print("\n## MPI.Allreduce alone at 2 ranks (in place, float32)\n")
-    print("| bytes | measured us | ring model us |")
-    print("| ---: | ---: | ---: |")
+    print("| bytes | median us | mean us | ring model us |")
+    print("| ---: | ---: | ---: | ---: |")
     for s, t in zip(sizes, times):
         mark = " (the gradient)" if int(s) == grad else ""
-        print(f"| {int(s)}{mark} | {t * 1e6:.1f} | {ring(2, s, bandwidth, latency) * 1e6:.1f} |")
-    print(f"\nfit: bandwidth {bandwidth / 1e9:.2f} GB/s, latency {latency * 1e6:.1f} us per message; gradient "
+        print(f"| {int(s)}{mark} | {t * 1e6:.1f} | {two['allreduce_mean'][int(s)] * 1e6:.1f} "
+              f"| {ring(2, s, bandwidth, latency) * 1e6:.1f} |")
+    print(f"\nfit (to the medians): bandwidth {bandwidth / 1e9:.2f} GB/s, latency {latency * 1e6:.1f} us per message; gradient "
           f"{grad} bytes: measured {measured[grad] * 1e6:.0f} us, model {ring(2, grad, bandwidth, latency) * 1e6:.0f} us")
     for b in args.batch_sizes:
         print(f"in fit at global batch {b}: the allreduce takes {two['parts'][b]['allreduce'] * 1e6:.0f} us per step "
-              f"(alone: {measured[grad] * 1e6:.0f} us)")
+              f"on average, median {two['parts'][b]['allreduce_median'] * 1e6:.0f} us "
+              f"(alone: median {measured[grad] * 1e6:.0f} us, mean "
+              f"{two['allreduce_mean'][grad] * 1e6:.0f} us)")
 
     pack = statistics.median(two["parts"][b]["pack"] for b in args.batch_sizes)
     print(f"\n## Predicted across machines (global batch {top}; compute: one rank's measured step at "
