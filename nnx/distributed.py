@@ -346,7 +346,7 @@ class DistributedLoop(_training.Loop):
         if self._state_synced:
             return
         self._state_synced = True
-        weights = self.model.non_trainable_weights
+        weights = [w for w in self.model.weights if not w.trainable]  # state layers update (not frozen weights)
         if not weights:
             return
         hosts = self.comm.bcast([w.numpy() for w in weights] if self.rank == 0 else None, root=0)
@@ -359,7 +359,8 @@ class DistributedLoop(_training.Loop):
 
     def train_step(self, x: Any, y: Any) -> tuple[Any, Any]:
         """This rank's shard: gradients scaled by n_local / n_global, summed across ranks with the
-        batch's loss and metric sums in one allreduce, then the same update on every rank."""
+        batch's loss and metric sums in one allreduce, then the same update on every rank. (It
+        replaces ``reduce`` as a whole, since the sums must ride in the gradients' allreduce.)"""
         model, backend = self.model, self.backend
         self._state_synced = False
         n_local = int(x.shape[0])

@@ -20,10 +20,29 @@ def data(n: int = 50, seed: int = 123) -> tuple[np.ndarray, np.ndarray]:
     return rng.normal(size=(n, 5)), rng.integers(0, 3, size=n)
 
 
-def build(dtype: str, seed: int, dropout: bool = False) -> nnx.Sequential:
+class RunningMean(nnx.layers.Layer):
+    """Identity, keeping a moving mean of its inputs: non-trainable state updated in training."""
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self.mean = self.add_weight("mean", (input_shape[-1],), "zeros", trainable=False)
+
+    def forward(self, x, training=False):
+        return x, x
+
+    def backward(self, x, dy, need_dx=True):
+        return dy, {}
+
+    def update_state(self, x):
+        xp = self.xp
+        self.mean.value = 0.9 * self.mean.value + 0.1 * xp.mean(x, axis=0)
+
+
+def build(dtype: str, seed: int, dropout: bool = False, state: bool = False) -> nnx.Sequential:
     nnx.set_floatx(dtype)
     nnx.seed(seed)
-    layers = [nnx.Input((5,)), nnx.Dense(8, activation="tanh", kernel_regularizer=nnx.regularizers.l2(0.01))]
+    layers = [nnx.Input((5,)), *([RunningMean()] if state else []),
+              nnx.Dense(8, activation="tanh", kernel_regularizer=nnx.regularizers.l2(0.01))]
     if dropout:
         layers.append(nnx.Dropout(0.3))
     layers.append(nnx.Dense(3, activation="softmax"))
@@ -33,13 +52,13 @@ def build(dtype: str, seed: int, dropout: bool = False) -> nnx.Sequential:
 
 
 def train(backend: str, device, dtype: str, seed: int, epochs: int = 3, batch_size: int = 7, callbacks=(),
-          verbose: int = 0, dropout: bool = False, save_as: str | None = None):
+          verbose: int = 0, dropout: bool = False, state: bool = False, save_as: str | None = None):
     """Fit with shuffling, an uneven last batch, validation_split and an L2 penalty; returns
     (weights, history, evaluate's [loss, accuracy] and the loss of the first sample alone)."""
     previous = nnx.floatx()
     try:
         with nnx.use_backend(backend, device):
-            model = build(dtype, seed, dropout)
+            model = build(dtype, seed, dropout, state)
             x, y = data()
             history = model.fit(x, y, epochs=epochs, batch_size=batch_size, validation_split=0.2, verbose=verbose,
                                 callbacks=list(callbacks))
@@ -61,6 +80,7 @@ SCENARIOS = {  # name: keyword arguments of train (seed: rank 0's; every rank se
     "empty_shards": dict(backend="numpy", device=None, dtype="float64", epochs=1, batch_size=1),
     "early": dict(backend="numpy", device=None, dtype="float64", epochs=10),
     "dropout": dict(backend="numpy", device=None, dtype="float64", epochs=2, dropout=True),
+    "state": dict(backend="array_api_strict", device="device1", dtype="float64", epochs=2, state=True),
 }
 SEED = 1
 

@@ -101,6 +101,16 @@ def test_early_stopping_stops_every_rank_at_the_same_epoch(run):
     assert stdout.count("early stopping") == 1
 
 
+def test_non_trainable_state_agrees_after_each_epoch(run):
+    """A layer's moving statistics come from each rank's shards; rank 0's are broadcast."""
+    out, _ = run
+    w0, h0, e0 = _load(out, "state", 0)
+    w1, h1, e1 = _load(out, "state", 1)
+    for a, b in zip(w0, w1, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert h0 == h1 and e0 == e1 and np.any(w0[0] != 0)
+
+
 def test_dropout_streams_differ_and_weights_agree(run):
     out, _ = run
     w0, h0, _ = _load(out, "dropout", 0)
