@@ -39,11 +39,13 @@ for bit. mpi4py is imported by ``init()`` only; ``import nnx`` never needs it.
 Gradients travel through a host buffer and ``MPI.Allreduce`` on the numpy backend (in place: the
 gradients handed to the optimizer are views of that buffer) and on array_api_strict (one copy to
 the host and back); on the cupy backend through a device buffer and an NCCL communicator
-(``cupy.cuda.nccl``, created once per GPU with a unique id broadcast over MPI).
+(``cupy.cuda.nccl``, created once per GPU with a unique id broadcast over MPI); where CuPy has no
+NCCL, through host memory and MPI, with a warning.
 """
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np  # host side: buffers for MPI
@@ -182,9 +184,6 @@ class _NcclReducer:
         import cupy
         from cupy.cuda import nccl
 
-        if not getattr(nccl, "available", False):
-            raise RuntimeError("Data-parallel training on the cupy backend needs NCCL: pip install "
-                               "'nnx-arrayapi[cuda12]' or '[cuda13]' (nvidia-nccl-cu12 / -cu13).")
         self._cupy, self._nccl, self.backend = cupy, nccl, backend
         uid = nccl.get_unique_id() if comm.Get_rank() == 0 else None
         uid = comm.bcast(uid, root=0)
@@ -228,12 +227,24 @@ class _NcclReducer:
 def _reducer(backend: Any) -> Any:
     reducer = _state.reducers.get(backend.key)
     if reducer is None:
-        if backend.name == "cupy":
+        if backend.name == "cupy" and _nccl_available():
             reducer = _NcclReducer(_state.comm, backend)
         else:
+            if backend.name == "cupy":
+                warnings.warn("NCCL is not available to CuPy (pip install 'nnx-arrayapi[cuda12]' or '[cuda13]' "
+                              "brings nvidia-nccl-cu12 / -cu13): gradients are summed through host memory "
+                              "and MPI instead.", RuntimeWarning, stacklevel=3)
             reducer = _HostReducer(_state.comm)
         _state.reducers[backend.key] = reducer
     return reducer
+
+
+def _nccl_available() -> bool:
+    try:
+        from cupy.cuda import nccl
+    except ImportError:
+        return False
+    return bool(getattr(nccl, "available", False))
 
 
 class _WeightView:
