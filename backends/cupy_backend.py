@@ -17,9 +17,9 @@ class CupyBackend(Backend):
 
         self._cupy = cupy
         super().__init__(xp, cupy.cuda.Device(device_id))
-        from ..random import current_seed
+        from ..random import device_seed
 
-        self._rng = cupy.random.default_rng(current_seed())
+        self._rng = cupy.random.default_rng(device_seed())
 
     def make_ops(self):
         from .cupy_ops import CupyOps

@@ -7,7 +7,7 @@ running on NumPy (CPU), CuPy (CUDA GPU) or any Array API namespace with an adapt
 """
 from __future__ import annotations
 
-from . import activations, callbacks, initializers, layers, losses, metrics, models, ops, optimizers, regularizers
+from . import activations, callbacks, distributed, initializers, layers, losses, metrics, models, ops, optimizers, regularizers
 from .backend import (
     Backend,
     asarray,
@@ -32,7 +32,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Backend", "asarray", "available_backends", "floatx", "get_backend", "set_backend", "set_floatx",
     "to_numpy", "use_backend", "use_floatx", "seed", "Sequential", "Input", "Dense", "Activation", "Dropout", "Flatten",
-    "Layer", "Weight", "BatchNormalization", "LayerNormalization", "Embedding", "load_model", "models", "ops", "plot_history", "activations", "callbacks", "initializers", "layers", "losses",
+    "Layer", "Weight", "BatchNormalization", "LayerNormalization", "Embedding", "load_model", "models", "ops", "plot_history", "activations", "callbacks", "distributed", "initializers", "layers", "losses",
     "metrics", "optimizers", "regularizers", "wrappers", "__version__",
 ]
 

@@ -259,6 +259,13 @@ class History(Callback):
             self.history.setdefault(k, []).append(float(v))
 
 
+def _is_chief() -> bool:
+    """False on the ranks other than 0 in data-parallel training, which write no files."""
+    from .distributed import is_chief
+
+    return is_chief()
+
+
 # -- argument checks -------------------------------------------------------------------------------
 def _int_arg(value: Any, name: str, minimum: int = 0) -> int:
     """An int of any integer type (numpy's included) that is at least ``minimum``."""
@@ -525,6 +532,8 @@ class ModelCheckpoint(_Monitor):
             self.best = value
         elif self.verbose:
             _progbar.message(f"Epoch {epoch + 1}: saving model to {path}")
+        if not _is_chief():  # data-parallel training: rank 0 writes the files
+            return
         folder = os.path.dirname(path)
         if folder:
             os.makedirs(folder, exist_ok=True)
@@ -780,12 +789,16 @@ class CSVLogger(Callback):
         self._keys: list[str] | None = None
 
     def on_train_begin(self, logs=None):
+        if not _is_chief():  # data-parallel training: rank 0 writes the file
+            return
         exists = self.append and os.path.exists(self.filename) and os.path.getsize(self.filename) > 0
         self._file = open(self.filename, "a" if self.append else "w", newline="")
         self._keys = None
         self._header_written = exists
 
     def on_epoch_end(self, epoch, logs=None):
+        if self._file is None:  # a rank other than 0 in data-parallel training
+            return
         logs = dict(logs or {})
         if self._keys is None:
             self._keys = sorted(logs)

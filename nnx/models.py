@@ -14,6 +14,7 @@ import numpy as np  # argument checks only (numpy scalar types)
 from . import backend as _backend
 from . import callbacks as _callbacks
 from . import data as _data
+from . import distributed as _distributed
 from . import layers as _layers
 from . import losses as _losses
 from . import metrics as _metrics
@@ -638,9 +639,9 @@ class Sequential(Layer):
         if self._shuffle_rng is None:
             self._shuffle_rng = _random.new_generator()
         train = _training.Batches([xt, yt], batch_size, backend, rng=self._shuffle_rng if shuffle else None)
-        loop = _training.Loop(self, backend, callbacks, verbose,
-                              {"fit": True, "epochs": epochs, "steps": len(train), "verbose": verbose,
-                               "batch_size": batch_size})
+        loop = _distributed.loop_type()(self, backend, callbacks, verbose,
+                                        {"fit": True, "epochs": epochs, "steps": len(train), "verbose": verbose,
+                                         "batch_size": batch_size})
         self.history = loop.history
         try:
             return loop.fit(train, epochs, initial_epoch, validation)
@@ -714,7 +715,7 @@ class Sequential(Layer):
         if int(x.shape[0]) == 0:
             raise ValueError("evaluate needs at least one sample; received x with 0 samples.")
         self._ensure_built(x)
-        loop = _training.Loop(self, backend, callbacks, verbose, {})
+        loop = _distributed.loop_type()(self, backend, callbacks, verbose, {})
         logs = loop.evaluate(_training.Batches([x, y], batch_size, backend))
         if not all(math.isfinite(v) for v in logs.values()):
             error = _data.overflow_error(self, backend, "The loss or a metric", {"x": x, "y": y})
@@ -1011,7 +1012,8 @@ class Sequential(Layer):
     def save(self, filepath: str) -> None:
         """Save the architecture, weights, compile config, optimizer state and the states of the
         shuffle generator and dropout stream to one ``.nnx`` file, atomically (a temporary file
-        in the same folder, then a rename). ``nnx.load_model`` resumes training exactly.
+        in the same folder, then a rename). ``nnx.load_model`` resumes training exactly. In
+        data-parallel training only rank 0 writes; other ranks write nothing.
 
         Args:
             filepath: the file to write (str or ``os.PathLike``); an existing file is replaced.
@@ -1026,10 +1028,12 @@ class Sequential(Layer):
         """
         from .saving import save_model
 
-        save_model(self, filepath)
+        if _distributed.is_chief():
+            save_model(self, filepath)
 
     def save_weights(self, filepath: str) -> None:
-        """Save the weights alone (no architecture, no optimizer state) to a file, atomically.
+        """Save the weights alone (no architecture, no optimizer state) to a file, atomically
+        (in data-parallel training, on rank 0 only).
 
         Args:
             filepath: the file to write (str or ``os.PathLike``).
@@ -1041,7 +1045,8 @@ class Sequential(Layer):
         """
         from .saving import save_weights
 
-        save_weights(self, filepath)
+        if _distributed.is_chief():
+            save_weights(self, filepath)
 
     def load_weights(self, filepath: str) -> None:
         """Load weights saved by ``save_weights`` into this model (same architecture).
@@ -1083,7 +1088,9 @@ def _to_file_bytes(model: Sequential) -> bytes:
     folder = tempfile.mkdtemp(prefix="nnx-copy-")
     path = os.path.join(folder, "model.nnx")
     try:
-        model.save(path)
+        from .saving import save_model
+
+        save_model(model, path)  # on every rank (model.save writes on rank 0 only)
         with open(path, "rb") as f:
             return f.read()
     finally:

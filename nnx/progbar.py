@@ -23,6 +23,9 @@ from typing import Any, Callable, TextIO
 
 # The stream on which a line is open (written without its newline yet, e.g. a live bar), or None.
 _open_stream: TextIO | None = None
+# True on the ranks other than 0 in data-parallel training (set by nnx.distributed.init): only
+# rank 0 prints progress and callback messages.
+muted = False
 
 
 def write(text: str, stream: TextIO | None = None) -> None:
@@ -35,7 +38,7 @@ def write(text: str, stream: TextIO | None = None) -> None:
     >>> progbar.write("Epoch 1/3 - ")          # the line stays open
     """
     global _open_stream
-    if not text:
+    if not text or muted:
         return
     stream = stream or sys.stdout
     stream.write(text)

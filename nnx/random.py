@@ -13,6 +13,7 @@ import numpy as np  # host side: weight init, shuffle order, dropout masks of ho
 
 _streams: dict[str, np.random.Generator] = {}
 _seed: list[int | None] = [None]
+_rank = [0]  # this process's rank in data-parallel training (nnx.distributed): dropout differs per rank
 
 
 def seed(n: int) -> None:
@@ -34,12 +35,46 @@ def seed(n: int) -> None:
     init, shuffle, device = np.random.SeedSequence(int(n)).spawn(3)
     _streams["init"] = np.random.default_rng(init)
     _streams["shuffle"] = np.random.default_rng(shuffle)
+    _seed_device(device)
+
+
+def _seed_device(device: np.random.SeedSequence) -> None:
+    """Seed the dropout streams (host and device-side) from ``device``: on rank 0 (and in one
+    process) ``device`` itself, on rank r > 0 its child ``(2, r)``, so each rank draws its own masks."""
+    n = _seed[0]
+    if _rank[0]:
+        device = np.random.SeedSequence(n, spawn_key=(2, _rank[0]))
     _streams["device"] = np.random.default_rng(device)
     import sys
 
     for module in ("nnx.backends.cupy_backend",):  # adapters with a device-side generator
         if module in sys.modules:
-            sys.modules[module].reseed(int(n))
+            sys.modules[module].reseed(device_seed())
+
+
+def device_seed() -> int | None:
+    """The seed of device-side generators: the ``nnx.seed`` value on rank 0 (None when unseeded),
+    a number derived from it and the rank on other ranks.
+
+    >>> nnx.random.device_seed()
+    """
+    n = _seed[0]
+    if n is None or not _rank[0]:
+        return n
+    return int(np.random.SeedSequence(n, spawn_key=(2, _rank[0])).generate_state(1, np.uint64)[0] >> 1)
+
+
+def set_rank(rank: int) -> None:
+    """Called by ``nnx.distributed.init``: re-seed the dropout streams for this rank (when seeded).
+
+    Args:
+        rank: this process's rank.
+
+    >>> nnx.random.set_rank(0)
+    """
+    _rank[0] = int(rank)
+    if _seed[0] is not None:
+        _seed_device(np.random.SeedSequence(_seed[0]).spawn(3)[2])
 
 
 def _stream(name: str) -> np.random.Generator:

@@ -21,14 +21,22 @@ class Batches:
     Arrays already on the device are gathered there (one index transfer per epoch); host arrays
     are sliced on the host and each batch is moved (data too large for the device).
 
+    With ``shard=(rank, size)`` (data-parallel training) each batch is cut into ``size``
+    contiguous parts and only part ``rank`` is yielded, with its own ``start, stop`` (an empty
+    part on some rank when the batch is smaller than ``size``); ``global_size`` is then the number
+    of samples in the whole batch last yielded. The shuffle order is drawn as without it.
+
     >>> for start, stop, (xb, yb) in Batches([x, y], 32, backend, rng=rng): ...
     """
 
-    def __init__(self, arrays: list[Any], batch_size: int, backend: Any, rng: Any = None):
+    def __init__(self, arrays: list[Any], batch_size: int, backend: Any, rng: Any = None,
+                 shard: tuple[int, int] | None = None):
         self.arrays = arrays
         self.batch_size = batch_size
         self.backend = backend
         self.rng = rng  # None: natural order
+        self.shard = shard
+        self.global_size = 0
         self.n = int(arrays[0].shape[0])
         self.on_device = not _data.is_host(arrays[0])
 
@@ -44,6 +52,9 @@ class Batches:
                 order_dev = backend.from_host(order)
         for start in range(0, n, size):
             stop = min(n, start + size)
+            if self.shard is not None:
+                self.global_size = stop - start
+                start, stop = shard_bounds(start, stop, *self.shard)
             if order is None:
                 batch = [a[start:stop, ...] for a in self.arrays]
             elif self.on_device:
@@ -55,6 +66,14 @@ class Batches:
             if not self.on_device:
                 batch = [backend.from_host(a) for a in batch]
             yield start, stop, batch
+
+
+def shard_bounds(start: int, stop: int, rank: int, size: int) -> tuple[int, int]:
+    """Part ``rank`` of ``size`` contiguous parts of ``range(start, stop)``; the first
+    ``(stop - start) % size`` parts hold one sample more."""
+    base, extra = divmod(stop - start, size)
+    lo = start + rank * base + min(rank, extra)
+    return lo, lo + base + (1 if rank < extra else 0)
 
 
 class RunningLogs(Mapping):
@@ -131,6 +150,10 @@ class Loop:
         """Combine gradients across processes (one process: nothing to combine)."""
         return grads
 
+    def new_sums(self, training: bool) -> Sums:
+        """The running sums of one training epoch or one evaluation pass."""
+        return Sums(self.model, self.backend.xp, self.backend.has_float64)
+
     # -- fit --------------------------------------------------------------------------------
     def fit(self, train: Batches, epochs: int, initial_epoch: int, validation: Batches | None) -> Any:
         model, cbs = self.model, self.callbacks
@@ -155,7 +178,7 @@ class Loop:
             if self.verbose == 1:
                 _progbar.message(header)
             bar = _progbar.Progbar(len(train), self.verbose, prefix=header if self.verbose == 2 else "")
-            sums = Sums(model, self.backend.xp, self.backend.has_float64)
+            sums = self.new_sums(True)
             done = 0
             for step, (start, stop, (xb, yb)) in enumerate(train):
                 if batch_hooks:
@@ -185,7 +208,7 @@ class Loop:
         hooks = cbs.wants("on_test_batch_begin") or cbs.wants("on_test_batch_end")
         bar = _progbar.Progbar(len(batches), 0 if in_fit else self.verbose)
         cbs.call("on_test_begin", {})
-        sums = Sums(model, xp, self.backend.has_float64)
+        sums = self.new_sums(False)
         for step, (start, stop, (xb, yb)) in enumerate(batches):
             if hooks:
                 cbs.call("on_test_batch_begin", step, sums.running())

@@ -37,7 +37,7 @@ from .backend import floatx, set_floatx, to_numpy
 from .layers import Dense, Input
 from .models import Sequential
 from .random import seed as _seed
-from .saving import load_model
+from .saving import load_model, save_model
 
 try:
     from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, clone
@@ -117,7 +117,7 @@ class _SavedModel:
             })
         with tempfile.TemporaryDirectory() as folder:
             path = os.path.join(folder, _MODEL_FILE)
-            model.save(path)
+            save_model(model, path)  # on every rank (model.save writes on rank 0 only)
             with open(path, "rb") as f:
                 return cls(data=f.read())
 
