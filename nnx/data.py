@@ -174,16 +174,21 @@ def take_rows(a: Any, idx_host: Any, idx_device: Any, backend: _backend.Backend)
 
 
 
-def sample_weight(w: Any, n: int, dtype: str, backend: _backend.Backend, like: Any, what: str = "") -> Any:
-    """Per-sample loss weights from the user, checked (real numbers, shape (n,) or (n, 1), finite,
-    non-negative), cast to ``dtype`` and placed on the same side as ``like`` (host or device)."""
-    name = f"{what}sample_weight"
-    w = to_array(w, backend, name)
+def check_weight_shape(w: Any, n: int, name: str = "sample_weight") -> Any:
+    """``w`` as shape (n,) (a column (n, 1) is accepted); anything else is refused."""
     if w.ndim == 2 and int(w.shape[1]) == 1:
         w = w[:, 0]
     if w.ndim != 1 or int(w.shape[0]) != n:
         raise ValueError(f"{name} must have shape ({n},), one weight per sample; received shape "
                          f"{_shape_str(tuple(w.shape))}.")
+    return w
+
+
+def sample_weight(w: Any, n: int, dtype: str, backend: _backend.Backend, like: Any, what: str = "") -> Any:
+    """Per-sample loss weights from the user, checked (real numbers, shape (n,) or (n, 1), finite,
+    non-negative), cast to ``dtype`` and placed on the same side as ``like`` (host or device)."""
+    name = f"{what}sample_weight"
+    w = check_weight_shape(to_array(w, backend, name), n, name)
     w = cast(w, dtype, backend)
     check_finite(w, backend, name)
     if n and _min_max(w, backend)[0] < 0:

@@ -483,10 +483,8 @@ class Sequential(Layer):
             validation_data = (x_all[split:, ...], y_all[split:, ...])
             x_all, y_all = x_all[:split, ...], y_all[:split, ...]
             if w_all is not None:  # split with x and y, as Keras
-                if w_all.ndim == 0 or int(w_all.shape[0]) != n_all:
-                    raise ValueError(f"sample_weight must have shape ({n_all},), one weight per sample; received "
-                                     f"shape {tuple(int(d) for d in w_all.shape)}.")
-                validation_data, w_all = (*validation_data, w_all[split:, ...]), w_all[:split, ...]
+                w_all = _data.check_weight_shape(w_all, n_all)
+                validation_data, w_all = (*validation_data, w_all[split:]), w_all[:split]
         shapes = self._expected_shapes(x_all)  # the validation data must match the training data
         xt, yt = self._prepare(x_all, y_all, backend, shapes=shapes)
         if int(xt.shape[0]) == 0:
