@@ -132,6 +132,19 @@ def test_auc_matches_sklearn_on_the_threshold_grid(backend, width):
     assert auc == pytest.approx(roc_auc_score(y.ravel(), p.ravel()), rel=1e-5)
 
 
+def test_auc_scores_on_a_threshold_are_not_above_it(backend):
+    """Keras counts a score as positive at a threshold when it is strictly above it: scores
+    exactly on the thresholds 0, 1/4, …, 1 (exact in float32) are counted at the threshold below."""
+    rng = np.random.default_rng(8)
+    p = (rng.integers(0, 5, size=(80, 1)) / 4).astype("float32")
+    y = (rng.uniform(size=(80, 1)) < 0.2 + 0.6 * p).astype("float32")
+    model = _identity_model(1, metrics=[M.AUC(num_thresholds=5)])
+    auc = model.evaluate(p, y, batch_size=16, return_dict=True)["auc"]
+    assert auc == pytest.approx(_keras_auc(y, p, 5), rel=1e-6)
+    above_or_on = _keras_auc(y, p + 1e-3, 5)  # what ">=" would give
+    assert abs(auc - above_or_on) > 1e-3
+
+
 def test_auc_on_continuous_scores_is_keras_s_and_close_to_sklearn(backend):
     p, y = _binary(411)
     model = _identity_model(1, metrics=["auc"])
