@@ -50,6 +50,14 @@ def _kernels():
         "rmsprop": cp.ElementwiseKernel(
             "T g, T lr, T rho, T eps", "T w, T v",
             "v = rho * v + ((T)1 - rho) * g * g; w -= lr * g / sqrt(v + eps)", "nnx_rmsprop"),
+        "adamw": cp.ElementwiseKernel(
+            "T g, T b1, T b2, T eps, T step, T decay", "T w, T m, T v",
+            "w -= w * decay; m += ((T)1 - b1) * (g - m); v += ((T)1 - b2) * (g * g - v); "
+            "w -= step * m / (sqrt(v) + eps)",
+            "nnx_adamw"),
+        "adagrad": cp.ElementwiseKernel(
+            "T g, T lr, T eps", "T w, T acc",
+            "acc += g * g; w -= lr * g / sqrt(acc + eps)", "nnx_adagrad"),
         "xent_grad": cp.ElementwiseKernel(
             "T p, int64 label, T c, int64 k", "T dz",
             "dz = (i % k == label) ? (p - (T)1) * c : p * c", "nnx_xent_grad"),
@@ -58,7 +66,8 @@ def _kernels():
 
 class CupyOps(Ops):
     """Fused elementwise CUDA kernels for bias + activation, activation backward, sparse
-    cross-entropy's gradient and the optimizer updates."""
+    cross-entropy's gradient and the optimizer updates; ``cupyx.scatter_add`` for the Embedding
+    gradient."""
 
     name = "cupy"
     fast_activations = frozenset(_BIAS_ACT)
@@ -96,6 +105,15 @@ class CupyOps(Ops):
         dz = _kernels()["xent_grad"](p, labels[:, None], c, k)
         return picked.sum() * -c, dz
 
+    def unsorted_segment_sum(self, rows, ids, num_segments):
+        import cupy as cp
+        import cupyx
+
+        with rows.device:
+            out = cp.zeros((num_segments, rows.shape[1]), dtype=rows.dtype)
+        cupyx.scatter_add(out, ids, rows)
+        return out
+
     def sgd_update(self, w, g, velocity, lr, momentum, nesterov):
         k, t = _kernels(), w.dtype.type
         if velocity is None:
@@ -110,6 +128,14 @@ class CupyOps(Ops):
     def rmsprop_update(self, w, g, v, lr, rho, epsilon):
         t = w.dtype.type
         _kernels()["rmsprop"](g, t(lr), t(rho), t(epsilon), w, v)
+
+    def adamw_update(self, w, g, m, v, step_size, decay, beta_1, beta_2, epsilon):
+        t = w.dtype.type
+        _kernels()["adamw"](g, t(beta_1), t(beta_2), t(epsilon), t(step_size), t(decay), w, m, v)
+
+    def adagrad_update(self, w, g, accumulator, lr, epsilon):
+        t = w.dtype.type
+        _kernels()["adagrad"](g, t(lr), t(epsilon), w, accumulator)
 
     def fits_in_memory(self, nbytes):
         import cupy as cp

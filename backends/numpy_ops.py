@@ -63,8 +63,8 @@ _BACKWARD = {Linear: lambda dy, y: dy, ReLU: _relu_backward, Tanh: _tanh_backwar
 
 
 class NumpyOps(Ops):
-    """In-place NumPy kernels for the common activations, the bias gradient, sparse cross-entropy
-    and the optimizer updates."""
+    """In-place NumPy kernels for the common activations, the bias gradient, sparse cross-entropy,
+    the optimizer updates, and a scatter-add (``np.add.at``) for the Embedding gradient."""
 
     name = "numpy"
     fast_activations = frozenset(_FORWARD)
@@ -100,6 +100,11 @@ class NumpyOps(Ops):
         dz = np.multiply(p, c, order="C")  # a fresh C-ordered buffer: reshape(-1) is a view of it
         dz.reshape(-1)[flat] -= c
         return np.add.reduce(picked) * -c, dz
+
+    def unsorted_segment_sum(self, rows, ids, num_segments):
+        out = np.zeros((num_segments, rows.shape[1]), dtype=rows.dtype)
+        np.add.at(out, ids, rows)
+        return out
 
     @staticmethod
     def _owned(g):
@@ -144,4 +149,32 @@ class NumpyOps(Ops):
         v += t(1.0 - rho) * (g * g)
         g *= t(lr)
         g /= np.sqrt(v + t(epsilon))
+        w -= g
+
+    def adamw_update(self, w, g, m, v, step_size, decay, beta_1, beta_2, epsilon):
+        g = self._owned(g)
+        t = w.dtype.type
+        m *= t(beta_1)
+        m += t(1.0 - beta_1) * g
+        v *= t(beta_2)
+        g *= g
+        g *= t(1.0 - beta_2)
+        v += g
+        np.multiply(w, t(decay), out=g)  # the decay, before the Adam step (as Keras)
+        w -= g
+        np.sqrt(v, out=g)
+        g += t(epsilon)
+        np.divide(m, g, out=g)
+        g *= t(step_size)
+        w -= g
+
+    def adagrad_update(self, w, g, accumulator, lr, epsilon):
+        g = self._owned(g)
+        t = w.dtype.type
+        root = np.multiply(g, g)
+        accumulator += root
+        np.add(accumulator, t(epsilon), out=root)
+        np.sqrt(root, out=root)
+        g *= t(lr)
+        g /= root
         w -= g

@@ -162,6 +162,29 @@ def cast(a: Any, dtype: str, backend: _backend.Backend) -> Any:
     return a if a.dtype == target else backend.xp.astype(a, target)
 
 
+def as_ids(a: Any, dtype: str, input_dim: int, backend: _backend.Backend, what: str) -> Any:
+    """Integer ids (an Embedding's input) in the integer ``dtype``, checked before the cast: whole
+    numbers (integer or bool arrays, or floats without a fraction) in [0, input_dim); ValueError
+    otherwise."""
+    host = is_host(a)
+    xp = None if host else backend.xp
+    if (a.dtype.kind == "b") if host else (a.dtype == xp.bool):
+        a = cast(a, dtype, backend)
+    if host and a.dtype.kind == "f":
+        with np.errstate(invalid="ignore"):
+            whole = bool(np.all(np.floor(a) == a))  # NaN and inf are not
+    else:
+        whole = host or not xp.isdtype(a.dtype, "real floating") or bool(xp.all(xp.floor(a) == a))
+    if not whole:
+        raise ValueError(f"{what} must be integer ids; received non-integer values.")
+    if int(np.prod(a.shape)) > 0:
+        lo, hi = _min_max(a, backend)
+        if lo < 0 or hi >= input_dim:
+            raise ValueError(f"{what} must lie in [0, {input_dim - 1}] (input_dim={input_dim}); received ids "
+                             f"from {lo:g} to {hi:g}.")
+    return cast(a, dtype, backend)
+
+
 def slice_rows(a: Any, start: int, stop: int) -> Any:
     return a[start:stop, ...]
 

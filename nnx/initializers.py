@@ -179,6 +179,8 @@ for _cls in (Zeros, Ones, Constant, RandomUniform, RandomNormal, TruncatedNormal
 for _cls, _name in ((GlorotUniform, "GlorotUniform"), (GlorotNormal, "GlorotNormal"), (HeUniform, "HeUniform"),
                     (HeNormal, "HeNormal"), (LecunUniform, "LecunUniform"), (LecunNormal, "LecunNormal")):
     registry.add(_cls, _name)
+registry.add(RandomUniform, "uniform")  # Keras's aliases (Embedding's default is "uniform")
+registry.add(RandomNormal, "normal")
 
 
 def get(identifier: str | dict | Initializer) -> Initializer:

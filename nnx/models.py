@@ -185,6 +185,15 @@ class Sequential(Layer):
         return None
 
     @property
+    def integer_input(self) -> bool:
+        """Whether the first layer takes integer ids (an ``Embedding``): a model nested as the
+        first layer of another passes that on."""
+        return bool(self.layers) and bool(getattr(self.layers[0], "integer_input", False))
+
+    def prepare_ids(self, x: Any, dtype: str, backend: _backend.Backend, what: str = "x") -> Any:
+        return self.layers[0].prepare_ids(x, dtype, backend, what)
+
+    @property
     def _first_backward(self) -> int:
         """The first layer with trainable weights (read at each step: ``trainable`` may change)."""
         return self._trainable_plan()[1]
@@ -376,7 +385,7 @@ class Sequential(Layer):
         x = _data.to_array(x, backend, f"{what}x")
         y = _data.to_array(y, backend, f"{what}y")
         input_shape, output_shape, dtype = shapes or self._expected_shapes(x)
-        x = _data.cast(x, dtype, backend)
+        x = self._cast_x(x, dtype, backend, what)
         _data.check_x(x, input_shape, backend, what)
         y = _data.check_y(y, int(x.shape[0]), self.loss, output_shape, backend, what)
         y = _data.cast(y, "int64" if self.loss.sparse_labels else dtype, backend)
@@ -386,10 +395,21 @@ class Sequential(Layer):
             x, y = backend.from_host(x), backend.from_host(y)
         return x, y
 
+    def _cast_x(self, x: Any, dtype: str, backend: _backend.Backend, what: str = "") -> Any:
+        """x in the dtype the first layer computes on: the float ``dtype``, or, for a first layer
+        that takes integer ids (``Embedding``), the ``Input``'s integer dtype (default int64), the
+        ids checked by that layer."""
+        first = self.layers[0] if self.layers else None
+        if not getattr(first, "integer_input", False):
+            return _data.cast(x, dtype, backend)
+        declared = getattr(getattr(self, "_input_layer", None), "input_dtype", None)
+        ids = declared if declared is not None and np.dtype(declared).kind in "iu" else "int64"
+        return first.prepare_ids(x, ids, backend, f"{what}x")
+
     def _prepare_x(self, x: Any, backend: _backend.Backend) -> Any:
         x = _data.to_array(x, backend, "x")
         input_shape, _, dtype = self._expected_shapes(x)
-        x = _data.cast(x, dtype, backend)
+        x = self._cast_x(x, dtype, backend)
         _data.check_x(x, input_shape, backend)
         self._ensure_built(x)
         if _data.is_host(x) and backend.ops.fits_in_memory(x.nbytes):
@@ -649,12 +669,16 @@ class Sequential(Layer):
 
     # -- config ----------------------------------------------------------------------------
     def get_config(self) -> dict:
-        return {
+        config = {
             "name": self.name,
             "trainable": self.trainable,
             "input_shape": None if self.input_shape is None else list(self.input_shape),
             "layers": [_layers.serialize(layer) for layer in self.layers],
         }
+        dtype = getattr(getattr(self, "_input_layer", None), "input_dtype", None)
+        if dtype is not None:
+            config["input_dtype"] = dtype
+        return config
 
     @classmethod
     def from_config(cls, config: dict) -> "Sequential":
@@ -665,6 +689,10 @@ class Sequential(Layer):
         if not isinstance(layers, list):
             raise ValueError(f"A Sequential config's layers must be a list; received {type(layers).__name__}.")
         model = cls(name=config.get("name"))
+        if config.get("input_dtype") is not None and config.get("input_shape") is not None:
+            from .layers.base import shape_tuple
+
+            model.add(_layers.Input(shape_tuple(config["input_shape"], "input_shape"), dtype=config["input_dtype"]))
         for layer_config in layers:
             model.add(_layers.deserialize(layer_config))
         if config.get("input_shape") is not None and not model.built:

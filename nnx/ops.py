@@ -71,6 +71,27 @@ class Ops:
         onehot = xp.astype(xp.reshape(labels, (-1, 1)) == classes, p.dtype)
         return loss, (p - onehot) * (1.0 / n)
 
+    # -- gathers and scatters ---------------------------------------------------------------
+    #: one-hot entries the portable ``unsorted_segment_sum`` builds at a time
+    segment_chunk_elements = 1 << 22
+
+    def unsorted_segment_sum(self, rows: Any, ids: Any, num_segments: int) -> Any:
+        """``out[k] = sum of rows[i] where ids[i] == k``: (num_segments, d) from rows (n, d) and
+        integer ids (n,) in [0, num_segments) (an Embedding's gradient; repeated ids add up).
+
+        The Array API has no scatter-add: this is ``onehot(ids).T @ rows``, a block of rows at a
+        time so the one-hot matrix stays small. Backends override it with a real scatter-add."""
+        xp = self.xp
+        n, d = int(rows.shape[0]), int(rows.shape[1])
+        out = xp.zeros((num_segments, d), dtype=rows.dtype, device=self.device)
+        segments = xp.arange(num_segments, dtype=ids.dtype, device=self.device)
+        step = max(1, self.segment_chunk_elements // max(num_segments, 1))
+        for start in range(0, n, step):  # blocks of rows, not samples: one block for a usual batch
+            stop = min(n, start + step)
+            onehot = xp.astype(xp.reshape(ids[start:stop], (-1, 1)) == segments, rows.dtype)
+            out = out + onehot.T @ rows[start:stop, ...]
+        return out
+
     # -- optimizer updates (``g`` is consumed) -----------------------------------------------
     def sgd_update(self, w: Any, g: Any, velocity: Any | None, lr: float, momentum: float, nesterov: bool) -> None:
         """w -= lr g; with momentum: v = m v - lr g; w += v (Nesterov: w += m v - lr g)."""
@@ -97,6 +118,18 @@ class Ops:
         v *= rho
         v += (1.0 - rho) * (g * g)
         w -= lr * g / self.xp.sqrt(v + epsilon)
+
+    def adamw_update(self, w: Any, g: Any, m: Any, v: Any, step_size: float, decay: float, beta_1: float,
+                     beta_2: float, epsilon: float) -> None:
+        """Keras's decoupled weight decay, then Adam: w -= w * decay (decay = lr * weight_decay);
+        m += (1-b1)(g - m); v += (1-b2)(g^2 - v); w -= step_size m / (sqrt(v) + eps)."""
+        w -= w * decay
+        self.adam_update(w, g, m, v, step_size, beta_1, beta_2, epsilon)
+
+    def adagrad_update(self, w: Any, g: Any, accumulator: Any, lr: float, epsilon: float) -> None:
+        """accumulator += g^2; w -= lr g / sqrt(accumulator + eps)."""
+        accumulator += g * g
+        w -= lr * g / self.xp.sqrt(accumulator + epsilon)
 
     # -- capabilities ----------------------------------------------------------------------
     def fits_in_memory(self, nbytes: int) -> bool:

@@ -1,22 +1,32 @@
-"""Optimizers: SGD (momentum, Nesterov), Adam and RMSprop, with Keras's update rules.
+"""Optimizers: SGD (momentum, Nesterov), Adam, AdamW, RMSprop and Adagrad, with Keras's update rules.
 
 ``apply(grads)`` takes a dict from weight record to gradient and updates each weight in place
 (layers keep their arrays); the gradients are consumed (the update may overwrite them). Slot
 arrays (momentum, moments) are keyed by weight record and live on the weights' device. One step
 counter, ``iterations``, counts steps. The arithmetic is the backend's (``backend.ops``).
+
+Every optimizer takes Keras's ``clipnorm``, ``clipvalue`` and ``global_clipnorm`` (at most one of
+them), applied to the gradients before the update, on the device. ``learning_rate`` may be a
+schedule from ``nnx.optimizers.schedules``, evaluated at ``iterations`` (the steps completed before
+this one), as Keras does.
 """
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
+from . import schedules
 from .registry import Registry
+
+# ``from nnx.optimizers.schedules import ExponentialDecay`` works, as in Keras
+sys.modules.setdefault(__name__ + ".schedules", schedules)
 
 
 def _check_float(value: Any, what: str, low: float, high: float, low_open: bool = False, high_open: bool = False) -> float:
     try:
         v = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         v = math.nan
     if isinstance(value, bool) or not math.isfinite(v) or v < low or v > high or (low_open and v == low) or (high_open and v == high):
         lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
@@ -24,49 +34,161 @@ def _check_float(value: Any, what: str, low: float, high: float, low_open: bool 
     return v
 
 
+def _check_clip(value: Any, what: str) -> float | None:
+    if value is None:
+        return None
+    return _check_float(value, what, 0.0, math.inf, low_open=True, high_open=True)
+
+
+def _sum_of_squares(xp: Any, g: Any) -> Any:
+    """sum(g^2) as a 0-d array on g's device; float16 is summed in float32 (its squares overflow at 256)."""
+    half = getattr(xp, "float16", None)  # not in the Array API standard
+    if half is not None and g.dtype == half:
+        g = xp.astype(g, xp.float32)
+    return xp.sum(g * g)
+
+
 class Optimizer:
     """Base class: ``apply(grads)`` updates each weight record in ``grads`` in place.
 
-    >>> opt = nnx.optimizers.Adam(learning_rate=1e-3); opt.learning_rate = 1e-4
+    Args (every optimizer):
+        learning_rate: a float >= 0, or a schedule from ``nnx.optimizers.schedules``.
+        clipnorm: clip each weight's gradient to this L2 norm (``g * c / max(|g|, c)``).
+        clipvalue: clip each gradient element to ``[-clipvalue, clipvalue]``.
+        global_clipnorm: scale all the gradients together so that their joint L2 norm is at most
+            this (a non-finite joint norm makes every gradient NaN, as in Keras).
+        At most one of the three clipping arguments may be given; each is > 0 or None (default).
+
+    ``learning_rate`` reads as the float the next step will use. With a float rate it can be set
+    at any time; an optimizer holding a schedule refuses a float (``TypeError``, as Keras does),
+    and so refuses callbacks that set the rate; assigning another schedule replaces it.
+
+    >>> opt = nnx.optimizers.Adam(learning_rate=1e-3, global_clipnorm=1.0); opt.learning_rate = 1e-4
     """
 
     name = ""
     slots: tuple[str, ...] = ()  # names of the per-weight state arrays
 
-    def __init__(self, learning_rate: float = 0.01):
+    def __init__(self, learning_rate: float | schedules.LearningRateSchedule = 0.01, *, clipnorm: float | None = None,
+                 clipvalue: float | None = None, global_clipnorm: float | None = None):
+        self._learning_rate: float | schedules.LearningRateSchedule = 0.0
         self.learning_rate = learning_rate
         self.iterations = 0
+        given = {k: v for k, v in (("clipnorm", clipnorm), ("clipvalue", clipvalue),
+                                   ("global_clipnorm", global_clipnorm)) if v is not None}
+        if len(given) > 1:
+            raise ValueError(f"Only one of `clipnorm`, `clipvalue` and `global_clipnorm` can be set. Received: "
+                             f"{', '.join(f'{k}={v!r}' for k, v in given.items())}.")
+        self.clipnorm = _check_clip(clipnorm, "clipnorm")
+        self.clipvalue = _check_clip(clipvalue, "clipvalue")
+        self.global_clipnorm = _check_clip(global_clipnorm, "global_clipnorm")
         self._slots: dict[Any, list[Any]] = {}  # weight record -> one array per slot
 
+    # -- learning rate ---------------------------------------------------------------------
     @property
     def learning_rate(self) -> float:
-        return self._learning_rate
+        """The rate of the next step: the float, or the schedule at ``iterations``."""
+        lr = self._learning_rate
+        if isinstance(lr, schedules.LearningRateSchedule):
+            return self._scheduled(lr, self.iterations)
+        return lr
 
     @learning_rate.setter
-    def learning_rate(self, value: float) -> None:
-        self._learning_rate = _check_float(value, "learning_rate", 0.0, math.inf, high_open=True)
+    def learning_rate(self, value: float | schedules.LearningRateSchedule) -> None:
+        if isinstance(value, dict):  # a serialized schedule, from get_config
+            value = schedules.deserialize(value)
+        if isinstance(value, schedules.LearningRateSchedule):
+            self._learning_rate = value
+            return
+        if isinstance(self._learning_rate, schedules.LearningRateSchedule):
+            raise TypeError(f"This optimizer was created with a learning-rate schedule "
+                            f"({type(self._learning_rate).__name__}), so its learning_rate cannot be set to a "
+                            f"number (received {value!r}), as in Keras; callbacks that set the rate "
+                            f"(LearningRateScheduler, ReduceLROnPlateau) cannot drive it either. Create the "
+                            f"optimizer with a float learning_rate, or assign a new schedule.")
+        try:
+            self._learning_rate = _check_float(value, "learning_rate", 0.0, math.inf, high_open=True)
+        except ValueError:
+            raise ValueError(f"learning_rate must be a finite float >= 0 or a LearningRateSchedule; received "
+                             f"{value!r}.") from None
 
+    @staticmethod
+    def _scheduled(schedule: schedules.LearningRateSchedule, step: int) -> float:
+        value = schedule(step)
+        try:
+            rate = float(value)
+        except (TypeError, ValueError, OverflowError):
+            rate = math.nan
+        if isinstance(value, bool) or not math.isfinite(rate) or rate < 0.0:
+            raise ValueError(f"The learning-rate schedule {type(schedule).__name__} returned {value!r} at step "
+                             f"{step}; a learning rate must be a finite float >= 0.")
+        return rate
+
+    # -- the step --------------------------------------------------------------------------
     def _slots_for(self, weight: Any, backend: Any) -> list[Any]:
         slots = self._slots.get(weight)
         if slots is None:
             xp, w = backend.xp, weight.value
-            slots = self._slots[weight] = [xp.zeros(w.shape, dtype=w.dtype, device=backend.device) for _ in self.slots]
+            slots = self._slots[weight] = [xp.full(w.shape, self._initial_slot_value(name), dtype=w.dtype,
+                                                   device=backend.device) for name in self.slots]
         return slots
 
+    def _initial_slot_value(self, name: str) -> float:
+        """The value a slot array starts at (0; Adagrad's accumulator starts elsewhere)."""
+        return 0.0
+
     def apply(self, grads: dict[Any, Any], backend: Any) -> None:
-        """One step: update every weight record in ``grads`` in place (the gradients are consumed)."""
+        """One step: update every weight record in ``grads`` in place (the gradients are consumed).
+
+        The rate is the one at ``iterations`` before the step (a schedule's ``schedule(t)`` for
+        the step taken when ``t`` steps are done), the gradients are clipped first, on the device."""
+        lr = self.learning_rate
+        if self.clipnorm is not None or self.clipvalue is not None or self.global_clipnorm is not None:
+            grads = self._clip_gradients(grads, backend.xp)
         self.iterations += 1
         ops = backend.ops
         for weight, g in grads.items():
-            self.update(ops, weight.value, g, self._slots_for(weight, backend))
+            self.update(ops, weight.value, g, self._slots_for(weight, backend), lr)
 
-    def update(self, ops: Any, w: Any, g: Any, slots: list[Any]) -> None:
-        """Update the array ``w`` in place from its gradient ``g`` (consumed) and its slots."""
+    def _clip_gradients(self, grads: dict[Any, Any], xp: Any) -> dict[Any, Any]:
+        """Keras's clipping, with the norms and scale factors kept on the device (no host sync)."""
+        if self.clipvalue is not None:
+            v = self.clipvalue
+            return {w: xp.clip(g, -v, v) for w, g in grads.items()}
+        if self.clipnorm is not None:
+            c = self.clipnorm
+            return {w: g * xp.astype(c / xp.maximum(xp.sqrt(_sum_of_squares(xp, g)), c), g.dtype)
+                    for w, g in grads.items()}
+        if not grads:
+            return grads
+        c = self.global_clipnorm
+        total = None
+        for g in grads.values():
+            s = _sum_of_squares(xp, g)
+            total = s if total is None else total + s
+        norm = xp.sqrt(total)
+        scale = c / xp.maximum(norm, c)
+        scale = xp.where(xp.isfinite(norm), scale, xp.full_like(scale, math.nan))
+        return {w: g * xp.astype(scale, g.dtype) for w, g in grads.items()}
+
+    def update(self, ops: Any, w: Any, g: Any, slots: list[Any], lr: float) -> None:
+        """Update the array ``w`` in place from its gradient ``g`` (consumed), its slots and the
+        step's learning rate ``lr``."""
         raise NotImplementedError
 
     # -- config and state ------------------------------------------------------------------
     def get_config(self) -> dict:
-        return {"learning_rate": self.learning_rate}
+        """Constructor arguments, JSON-ready (a schedule as ``{"class_name", "config"}``)."""
+        return {"learning_rate": self._learning_rate_config(), **self._own_config(), "clipnorm": self.clipnorm,
+                "clipvalue": self.clipvalue, "global_clipnorm": self.global_clipnorm}
+
+    def _learning_rate_config(self) -> float | dict:
+        lr = self._learning_rate
+        return schedules.serialize(lr) if isinstance(lr, schedules.LearningRateSchedule) else lr
+
+    def _own_config(self) -> dict:
+        """The subclass's own arguments."""
+        return {}
 
     @classmethod
     def from_config(cls, config: dict) -> "Optimizer":
@@ -99,7 +221,10 @@ class Optimizer:
         self._slots = {w: [backend.from_host(to_numpy(a)) for a in s] for w, s in self._slots.items()}
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        config = self.get_config()
+        config["learning_rate"] = self._learning_rate
+        args = ", ".join(f"{k}={v!r}" for k, v in config.items()
+                         if v is not None or k not in ("clipnorm", "clipvalue", "global_clipnorm"))
         return f"{type(self).__name__}({args})"
 
 
@@ -107,35 +232,39 @@ class SGD(Optimizer):
     """Stochastic gradient descent; with momentum: v = m v - lr g; w += v (Nesterov: w += m v - lr g).
 
     Args:
-        learning_rate: the step size (default 0.01).
+        learning_rate: the step size, a float or a schedule (default 0.01).
         momentum: in [0, 1] (default 0, plain SGD).
         nesterov: Nesterov momentum.
+        clipnorm, clipvalue, global_clipnorm: gradient clipping (see ``Optimizer``).
 
     >>> nnx.optimizers.SGD(learning_rate=0.1, momentum=0.9, nesterov=True)
     """
 
     name = "sgd"
 
-    def __init__(self, learning_rate: float = 0.01, momentum: float = 0.0, nesterov: bool = False):
-        super().__init__(learning_rate)
+    def __init__(self, learning_rate: float | schedules.LearningRateSchedule = 0.01, momentum: float = 0.0,
+                 nesterov: bool = False, *, clipnorm: float | None = None,
+                 clipvalue: float | None = None, global_clipnorm: float | None = None):
+        super().__init__(learning_rate, clipnorm=clipnorm, clipvalue=clipvalue, global_clipnorm=global_clipnorm)
         self.momentum = _check_float(momentum, "momentum", 0.0, 1.0)
         self.nesterov = bool(nesterov)
         self.slots = ("momentum",) if self.momentum else ()
 
-    def update(self, ops, w, g, slots):
-        ops.sgd_update(w, g, slots[0] if slots else None, self.learning_rate, self.momentum, self.nesterov)
+    def update(self, ops, w, g, slots, lr):
+        ops.sgd_update(w, g, slots[0] if slots else None, lr, self.momentum, self.nesterov)
 
-    def get_config(self):
-        return {"learning_rate": self.learning_rate, "momentum": self.momentum, "nesterov": self.nesterov}
+    def _own_config(self):
+        return {"momentum": self.momentum, "nesterov": self.nesterov}
 
 
 class Adam(Optimizer):
     """Adam: m += (1-b1)(g - m); v += (1-b2)(g^2 - v); w -= lr sqrt(1-b2^t)/(1-b1^t) m/(sqrt(v)+eps).
 
     Args:
-        learning_rate: default 0.001.
+        learning_rate: a float or a schedule (default 0.001).
         beta_1, beta_2: the moments' decay rates, in [0, 1) (defaults 0.9, 0.999).
         epsilon: added to sqrt(v), > 0 (default 1e-7).
+        clipnorm, clipvalue, global_clipnorm: gradient clipping (see ``Optimizer``).
 
     >>> nnx.optimizers.Adam(learning_rate=1e-3)
     """
@@ -143,31 +272,67 @@ class Adam(Optimizer):
     name = "adam"
     slots = ("m", "v")
 
-    def __init__(self, learning_rate: float = 0.001, beta_1: float = 0.9, beta_2: float = 0.999, epsilon: float = 1e-7):
-        super().__init__(learning_rate)
+    def __init__(self, learning_rate: float | schedules.LearningRateSchedule = 0.001, beta_1: float = 0.9,
+                 beta_2: float = 0.999, epsilon: float = 1e-7, *, clipnorm: float | None = None,
+                 clipvalue: float | None = None, global_clipnorm: float | None = None):
+        super().__init__(learning_rate, clipnorm=clipnorm, clipvalue=clipvalue, global_clipnorm=global_clipnorm)
         self.beta_1 = _check_float(beta_1, "beta_1", 0.0, 1.0, high_open=True)
         self.beta_2 = _check_float(beta_2, "beta_2", 0.0, 1.0, high_open=True)
         self.epsilon = _check_float(epsilon, "epsilon", 0.0, math.inf, low_open=True, high_open=True)
 
-    def step_size(self) -> float:
-        """The bias-corrected step of the current iteration, from the current learning rate."""
-        t = self.iterations
-        return self.learning_rate * math.sqrt(1.0 - self.beta_2**t) / (1.0 - self.beta_1**t)
+    def step_size(self, lr: float | None = None, t: int | None = None) -> float:
+        """The bias-corrected step ``lr sqrt(1 - b2^t) / (1 - b1^t)`` of step ``t`` (default: the
+        step just counted, ``iterations``) at rate ``lr`` (default: the current rate)."""
+        t = self.iterations if t is None else t
+        lr = self.learning_rate if lr is None else lr
+        return lr * math.sqrt(1.0 - self.beta_2**t) / (1.0 - self.beta_1**t)
 
-    def update(self, ops, w, g, slots):
-        ops.adam_update(w, g, slots[0], slots[1], self.step_size(), self.beta_1, self.beta_2, self.epsilon)
+    def update(self, ops, w, g, slots, lr):
+        ops.adam_update(w, g, slots[0], slots[1], self.step_size(lr), self.beta_1, self.beta_2, self.epsilon)
 
-    def get_config(self):
-        return {"learning_rate": self.learning_rate, "beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon}
+    def _own_config(self):
+        return {"beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon}
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter), as Keras 3's ``AdamW``: before the
+    Adam step each weight shrinks by ``w -= lr * weight_decay * w``, with the step's learning rate.
+
+    Args:
+        learning_rate: a float or a schedule (default 0.001).
+        weight_decay: the decay per unit of learning rate, a float >= 0 (default 0.004).
+        beta_1, beta_2: the moments' decay rates, in [0, 1) (defaults 0.9, 0.999).
+        epsilon: added to sqrt(v), > 0 (default 1e-7).
+        clipnorm, clipvalue, global_clipnorm: gradient clipping (see ``Optimizer``).
+
+    >>> nnx.optimizers.AdamW(learning_rate=1e-3, weight_decay=0.01)
+    """
+
+    name = "adamw"
+
+    def __init__(self, learning_rate: float | schedules.LearningRateSchedule = 0.001, weight_decay: float = 0.004,
+                 beta_1: float = 0.9, beta_2: float = 0.999, epsilon: float = 1e-7, *, clipnorm: float | None = None,
+                 clipvalue: float | None = None, global_clipnorm: float | None = None):
+        super().__init__(learning_rate, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, clipnorm=clipnorm,
+                         clipvalue=clipvalue, global_clipnorm=global_clipnorm)
+        self.weight_decay = _check_float(weight_decay, "weight_decay", 0.0, math.inf, high_open=True)
+
+    def update(self, ops, w, g, slots, lr):
+        ops.adamw_update(w, g, slots[0], slots[1], self.step_size(lr), lr * self.weight_decay, self.beta_1,
+                         self.beta_2, self.epsilon)
+
+    def _own_config(self):
+        return {"weight_decay": self.weight_decay, **super()._own_config()}
 
 
 class RMSprop(Optimizer):
     """RMSprop: v = rho v + (1 - rho) g^2; w -= lr g / sqrt(v + eps).
 
     Args:
-        learning_rate: default 0.001.
+        learning_rate: a float or a schedule (default 0.001).
         rho: the decay rate of the squared-gradient average, in [0, 1) (default 0.9).
         epsilon: > 0 (default 1e-7).
+        clipnorm, clipvalue, global_clipnorm: gradient clipping (see ``Optimizer``).
 
     >>> nnx.optimizers.RMSprop(learning_rate=1e-3, rho=0.9)
     """
@@ -175,22 +340,59 @@ class RMSprop(Optimizer):
     name = "rmsprop"
     slots = ("velocity",)
 
-    def __init__(self, learning_rate: float = 0.001, rho: float = 0.9, epsilon: float = 1e-7):
-        super().__init__(learning_rate)
+    def __init__(self, learning_rate: float | schedules.LearningRateSchedule = 0.001, rho: float = 0.9,
+                 epsilon: float = 1e-7, *, clipnorm: float | None = None,
+                 clipvalue: float | None = None, global_clipnorm: float | None = None):
+        super().__init__(learning_rate, clipnorm=clipnorm, clipvalue=clipvalue, global_clipnorm=global_clipnorm)
         self.rho = _check_float(rho, "rho", 0.0, 1.0, high_open=True)
         self.epsilon = _check_float(epsilon, "epsilon", 0.0, math.inf, low_open=True, high_open=True)
 
-    def update(self, ops, w, g, slots):
-        ops.rmsprop_update(w, g, slots[0], self.learning_rate, self.rho, self.epsilon)
+    def update(self, ops, w, g, slots, lr):
+        ops.rmsprop_update(w, g, slots[0], lr, self.rho, self.epsilon)
 
-    def get_config(self):
-        return {"learning_rate": self.learning_rate, "rho": self.rho, "epsilon": self.epsilon}
+    def _own_config(self):
+        return {"rho": self.rho, "epsilon": self.epsilon}
+
+
+class Adagrad(Optimizer):
+    """Adagrad, as Keras 3: accumulator += g^2; w -= lr g / sqrt(accumulator + eps).
+
+    Args:
+        learning_rate: a float or a schedule (default 0.001).
+        initial_accumulator_value: where every accumulator starts, a float >= 0 (default 0.1).
+        epsilon: added under the square root, > 0 (default 1e-7).
+        clipnorm, clipvalue, global_clipnorm: gradient clipping (see ``Optimizer``).
+
+    >>> nnx.optimizers.Adagrad(learning_rate=0.01, initial_accumulator_value=0.1)
+    """
+
+    name = "adagrad"
+    slots = ("accumulator",)
+
+    def __init__(self, learning_rate: float | schedules.LearningRateSchedule = 0.001,
+                 initial_accumulator_value: float = 0.1, epsilon: float = 1e-7, *, clipnorm: float | None = None,
+                 clipvalue: float | None = None, global_clipnorm: float | None = None):
+        super().__init__(learning_rate, clipnorm=clipnorm, clipvalue=clipvalue, global_clipnorm=global_clipnorm)
+        self.initial_accumulator_value = _check_float(initial_accumulator_value, "initial_accumulator_value", 0.0,
+                                                      math.inf, high_open=True)
+        self.epsilon = _check_float(epsilon, "epsilon", 0.0, math.inf, low_open=True, high_open=True)
+
+    def _initial_slot_value(self, name):
+        return self.initial_accumulator_value
+
+    def update(self, ops, w, g, slots, lr):
+        ops.adagrad_update(w, g, slots[0], lr, self.epsilon)
+
+    def _own_config(self):
+        return {"initial_accumulator_value": self.initial_accumulator_value, "epsilon": self.epsilon}
 
 
 registry = Registry("optimizer", Optimizer)
 registry.add(SGD, "sgd")
 registry.add(Adam, "adam")
 registry.add(RMSprop, "rmsprop")
+registry.add(AdamW, "adamw")
+registry.add(Adagrad, "adagrad")
 
 
 def get(identifier: str | dict | Optimizer) -> Optimizer:
@@ -200,4 +402,5 @@ def get(identifier: str | dict | Optimizer) -> Optimizer:
 
 
 def serialize(optimizer: Optimizer) -> dict:
+    """``{"class_name": ..., "config": ...}``, JSON-ready (a schedule nested as its own dict)."""
     return {"class_name": type(optimizer).__name__, "config": optimizer.get_config()}

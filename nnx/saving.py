@@ -10,7 +10,8 @@ holds, and anything that is not a complete nnx file raises ``ValueError``:
   with declared sizes that the file can actually hold;
 - the JSON header is at most ``MAX_HEADER_BYTES``, and its fields are type-checked;
 - the parameters the architecture implies are counted from the config (for the layer types this
-  module knows: ``Input``, ``Dense``, ``Activation``, ``Dropout``, ``Flatten``) and compared with
+  module knows: ``Input``, ``Dense``, ``Activation``, ``Dropout``, ``Flatten``,
+  ``BatchNormalization``, ``LayerNormalization``, ``Embedding``) and compared with
   the file's size and with each array's ``.npy`` header (dtype, shape) before any array data is
   read or any model is built;
 - arrays are read with ``allow_pickle`` never involved: plain numeric dtypes only, read in chunks
@@ -403,7 +404,8 @@ def _architecture(config: Any, path: str) -> tuple[list[tuple[tuple[int, ...], b
             if index:
                 raise _Refused(f"{path!r} holds an invalid model config: Input must be the first layer.")
             continue
-        known = _builtin(name) and name in ("Dense", "Activation", "Dropout", "Flatten")
+        known = _builtin(name) and name in ("Dense", "Activation", "Dropout", "Flatten", "BatchNormalization",
+                                            "LayerNormalization", "Embedding")
         if name == "Dense" and known:
             units = cfg.get("units")
             if not _is_int(units, 1):
@@ -418,9 +420,44 @@ def _architecture(config: Any, path: str) -> tuple[list[tuple[tuple[int, ...], b
                 shape = (*shape[:-1], units)
         elif name == "Flatten" and known and shape is not None:
             shape = (math.prod(shape),)
+        elif name == "Embedding" and known:
+            dims = (cfg.get("input_dim"), cfg.get("output_dim"))
+            if not all(_is_int(d, 1) for d in dims):
+                raise _Refused(f"{path!r} holds an invalid model config: Embedding dims {str(dims)[:60]!r}.")
+            if not exact:
+                units_beyond.append(dims[0] * dims[1])
+            elif shape is not None:  # embeddings (input_dim, output_dim)
+                weights.append((dims, bool(cfg.get("trainable", True))))
+                shape = (*shape, dims[1])
+        elif name in ("BatchNormalization", "LayerNormalization") and known and exact and shape is not None:
+            weights += _normalization_weights(name, cfg, shape, path)
         elif not known and shape is not None:  # an unbuilt model has no weights, whatever its layers
             exact = False
     return weights, exact, units_beyond
+
+
+def _normalization_weights(name: str, cfg: dict, shape: tuple[int, ...], path: str) -> list:
+    """BatchNormalization: gamma, beta (as ``scale`` / ``center`` say), moving mean and variance,
+    each (channels,); LayerNormalization: gamma, beta of the normalised axes' shape."""
+    rank = len(shape) + 1
+    axis = cfg.get("axis", -1)
+    axes = axis if name == "LayerNormalization" and isinstance(axis, list) else [axis]
+    positive = []
+    for a in axes:
+        if type(a) is not int or not (1 <= a < rank or -rank < a <= -1):
+            raise _Refused(f"{path!r} holds an invalid model config: {name} axis {str(axis)[:40]!r} for inputs "
+                           f"{shape}.")
+        positive.append(a + rank if a < 0 else a)
+    if len(set(positive)) != len(positive):
+        raise _Refused(f"{path!r} holds an invalid model config: {name} axis {axis!r} names an axis twice.")
+    dims = tuple(shape[a - 1] for a in sorted(positive))
+    trainable = bool(cfg.get("trainable", True))
+    out = [(dims, trainable)] if bool(cfg.get("scale", True)) else []
+    if bool(cfg.get("center", True)):
+        out.append((dims, trainable))
+    if name == "BatchNormalization":
+        out += [(dims, False), (dims, False)]  # the moving statistics: never trained
+    return out
 
 
 def _rng_from(state: Any, path: str) -> np.random.Generator | None:
@@ -520,8 +557,8 @@ def _model_plan(meta: dict, archive: _Archive) -> dict[str, np.ndarray]:
     if not exact and count < len(implied):
         raise _mismatch(path, f"the config implies at least {len(implied)} weight arrays, the file lists {count}")
     if any(u > room for u in units_beyond):
-        raise _mismatch(path, f"a Dense layer of {max(units_beyond):,} units cannot hold its weights in "
-                              f"{archive.size:,} bytes")
+        raise _mismatch(path, f"a layer of {max(units_beyond):,} units (Dense) or table entries (Embedding) cannot "
+                              f"hold its weights in {archive.size:,} bytes")
     weight_sizes = [math.prod(s) for s, _ in implied]
     trainable = [s for s, t in implied if t]
     exact_slots = exact and len(slots) == len(trainable)

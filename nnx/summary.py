@@ -26,7 +26,14 @@ def render(model: Any, line_length: int = 72) -> str:
     for i, layer in enumerate(model.layers):
         shape = "?" if layer.output_shape is None else str((None, *layer.output_shape))
         count = layer.count_params()
-        lines.append(f"{f'{layer.name} ({type(layer).__name__})':<{widths[0]}}{shape:<{widths[1]}}{count:,}")
+        label = f"{layer.name} ({type(layer).__name__})"
+        if len(label) >= widths[0]:  # as Keras: the class name continues on the next line
+            label, more = layer.name, f"({type(layer).__name__})"
+        else:
+            more = None
+        lines.append(f"{label:<{widths[0]}}{shape:<{widths[1]}}{count:,}")
+        if more is not None:
+            lines.append(more)
         if i < len(model.layers) - 1:
             lines.append("")
         n_train = sum(math.prod(w.shape) for w in layer.trainable_weights)

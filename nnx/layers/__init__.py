@@ -1,12 +1,16 @@
-"""Layers: ``Input``, ``Dense``, ``Activation``, ``Dropout``, ``Flatten``, and the ``Layer`` base."""
+"""Layers: ``Input``, ``Dense``, ``Activation``, ``Dropout``, ``Flatten``, normalization,
+``Embedding``, and the ``Layer`` base."""
 from __future__ import annotations
 
 from ..registry import Registry
 from .base import Layer, Weight
 from .core import Activation, Dense, Dropout, Flatten, Input, LeakyReLU, ReLU, Reshape, Softmax
+from .embedding import Embedding
+from .normalization import BatchNormalization, LayerNormalization
 
 registry = Registry("layer class", Layer)
-for _cls in (Input, Dense, Activation, Dropout, Flatten, ReLU, LeakyReLU, Softmax, Reshape):
+for _cls in (Input, Dense, Activation, Dropout, Flatten, ReLU, LeakyReLU, Softmax, Reshape,
+             BatchNormalization, LayerNormalization, Embedding):
     registry.add(_cls, _cls.__name__)
 
 
@@ -34,4 +38,4 @@ def deserialize(config: dict) -> Layer:
 
 
 __all__ = ["Layer", "Weight", "Input", "Dense", "Activation", "Dropout", "Flatten", "ReLU", "LeakyReLU", "Softmax",
-           "Reshape", "register", "serialize", "deserialize"]
+           "Reshape", "BatchNormalization", "LayerNormalization", "Embedding", "register", "serialize", "deserialize"]

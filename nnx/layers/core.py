@@ -4,6 +4,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np  # dtype names only
+
 from .. import activations as _activations
 from .. import initializers as _initializers
 from .. import regularizers as _regularizers
@@ -15,16 +17,28 @@ class Input(Layer):
 
     Args:
         shape: an int or a tuple of positive ints, without the batch axis.
-        dtype: the dtype of the data (default: the float type, ``nnx.floatx()``).
+        dtype: the dtype of the data (default: the float type, ``nnx.floatx()``); an integer
+            dtype (``"int32"``, ``"int64"``) for the ids of an ``Embedding``, which the model then
+            keeps integer. Layers that compute in floats receive floats whatever it says.
         name: optional name.
 
     >>> nnx.Sequential([nnx.Input((64,)), nnx.Dense(10)])
+    >>> nnx.Sequential([nnx.Input((20,), dtype="int32"), nnx.layers.Embedding(1000, 8)])
     """
 
     def __init__(self, shape: int | tuple[int, ...], dtype: str | None = None, name: str | None = None):
         super().__init__(name=name)
         self.shape = shape_tuple(shape)
-        self.input_dtype = None if dtype is None else str(dtype)
+        if dtype is not None:
+            try:
+                kind = np.dtype(dtype).kind
+            except (TypeError, ValueError):
+                kind = ""
+            if kind not in "iuf" or not kind:
+                raise ValueError(f"Input dtype must be an integer or float dtype name (e.g. 'int32', 'float32'); "
+                                 f"received {dtype!r}.")
+            dtype = np.dtype(dtype).name
+        self.input_dtype = dtype
 
     def forward(self, x, training=False):
         return x, None
