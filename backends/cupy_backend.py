@@ -48,8 +48,12 @@ class CupyBackend(Backend):
             self._rng = self._cupy.random.default_rng(n)
 
     def uniform(self, shape: tuple[int, ...], dtype: Any) -> Any:
+        from ..random import active_stream
+
+        stream = active_stream()
         with self.device:
-            return self._rng.random(shape, dtype=self._cupy.float32).astype(dtype, copy=False)
+            rng = self._rng if stream is None else stream.device_generator(self, self._cupy.random.default_rng)
+            return rng.random(shape, dtype=self._cupy.float32).astype(dtype, copy=False)
 
     def synchronize(self) -> None:
         self._cupy.cuda.Device(self.device.id).synchronize()

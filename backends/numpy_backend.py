@@ -46,7 +46,7 @@ class NumpyBackend(Backend):
 
     def uniform(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
         # the same host stream as the portable default, so numpy and strict runs match
-        return _random.device_rng().random(shape, dtype=np.float32).astype(dtype, copy=False)
+        return _random.host_generator().random(shape, dtype=np.float32).astype(dtype, copy=False)
 
 
 _instances: dict[bool, NumpyBackend] = {}

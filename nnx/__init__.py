@@ -18,6 +18,7 @@ from .backend import (
     set_floatx,
     to_numpy,
     use_backend,
+    use_floatx,
 )
 from .layers import Activation, Dense, Dropout, Flatten, Input, Layer, Weight
 from .layers import BatchNormalization, Embedding, LayerNormalization
@@ -30,7 +31,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Backend", "asarray", "available_backends", "floatx", "get_backend", "set_backend", "set_floatx",
-    "to_numpy", "use_backend", "seed", "Sequential", "Input", "Dense", "Activation", "Dropout", "Flatten",
+    "to_numpy", "use_backend", "use_floatx", "seed", "Sequential", "Input", "Dense", "Activation", "Dropout", "Flatten",
     "Layer", "Weight", "BatchNormalization", "LayerNormalization", "Embedding", "load_model", "models", "ops", "plot_history", "activations", "callbacks", "initializers", "layers", "losses",
     "metrics", "optimizers", "regularizers", "wrappers", "__version__",
 ]

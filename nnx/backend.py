@@ -36,12 +36,20 @@ _FLOATX = ("float16", "float32", "float64")
 
 
 class Backend:
-    """An array library and a device, as the core sees them.
+    """An array library and a device, as the core sees them. Get one with ``nnx.get_backend()``
+    (or ``set_backend`` / ``use_backend``); adapters in ``nnx.backends`` subclass this.
 
-    Adapters in ``nnx.backends`` subclass this. Example::
+    Args:
+        xp: the library's Array API namespace (``array_api_compat.numpy``,
+            ``array_api_compat.cupy``, ``array_api_strict``).
+        device: the device arrays are created on (``"cpu"``, a ``cupy.cuda.Device``, an
+            ``array_api_strict.Device``).
 
-        b = nnx.get_backend()
-        z = b.xp.zeros((2, 3), dtype=b.xp.float32, device=b.device)
+    Attributes: ``name`` (``"numpy"``, ``"cupy"``, ``"array_api_strict"``), ``xp``, ``device``,
+    and ``ops``, the operations object layers, losses and optimizers call.
+
+    >>> b = nnx.get_backend()
+    >>> z = b.xp.zeros((2, 3), dtype=b.xp.float32, device=b.device)
     """
 
     name: str = ""
@@ -53,7 +61,13 @@ class Backend:
 
     def make_ops(self) -> Any:
         """The operations object layers, losses and optimizers call (``nnx.ops.Ops`` or a
-        backend's subclass with faster kernels)."""
+        backend's subclass with faster kernels); made once, kept as ``self.ops``.
+
+        Returns:
+            An ``nnx.ops.Ops``.
+
+        >>> nnx.get_backend().ops
+        """
         from .ops import Ops
 
         return Ops(self.xp, self.device)
@@ -61,6 +75,7 @@ class Backend:
     # -- identity --------------------------------------------------------------------------
     @property
     def key(self) -> tuple[str, str]:
+        """``(name, device)`` as strings: two backends with equal keys are the same backend."""
         return (self.name, str(self.device))
 
     def __eq__(self, other: object) -> bool:
@@ -73,43 +88,136 @@ class Backend:
         return f"Backend(name={self.name!r}, device={self.device!r})"
 
     def describe(self) -> str:
+        """A short description for messages, e.g. ``"numpy on cpu"``.
+
+        Returns:
+            A str.
+
+        >>> nnx.get_backend().describe()
+        """
         return f"{self.name} on {self.device}"
 
     # -- transfers -------------------------------------------------------------------------
     def owns(self, a: Any) -> bool:
-        """True when ``a`` is an array of this backend's library."""
+        """Whether ``a`` is an array of this backend's library.
+
+        Args:
+            a: any object.
+
+        Returns:
+            A bool.
+
+        >>> nnx.get_backend().owns(nnx.asarray([1.0]))   # True
+        """
         raise NotImplementedError
 
     def from_host(self, x: np.ndarray) -> Any:
-        """Move a host numpy array to this backend's device, keeping its dtype."""
+        """Move a host numpy array to this backend's device, keeping its dtype.
+
+        Args:
+            x: a ``numpy.ndarray``.
+
+        Returns:
+            An array of this backend on its device.
+
+        >>> a = nnx.get_backend().from_host(np.ones(3, dtype="float32"))
+        """
         return self.xp.asarray(x, device=self.device)
 
     def to_numpy(self, a: Any) -> np.ndarray:
+        """Copy an array of this backend to the host.
+
+        Args:
+            a: an array of this backend.
+
+        Returns:
+            A ``numpy.ndarray``.
+
+        >>> host = backend.to_numpy(model.predict(x))
+        """
         raise NotImplementedError
 
     def dtype(self, name: str) -> Any:
+        """The dtype object of this backend's namespace for a dtype name.
+
+        Args:
+            name: ``"float32"``, ``"int64"``, …
+
+        Returns:
+            The namespace's dtype, e.g. ``xp.float32``.
+
+        Raises:
+            AttributeError: a dtype the namespace does not have (array_api_strict has no float16).
+
+        >>> nnx.get_backend().dtype("float32")
+        """
         return getattr(self.xp, name)
+
+    @property
+    def has_float64(self) -> bool:
+        """Whether this backend's device computes in float64 (array_api_strict's ``no_float64``
+        device does not). Epoch sums are kept in float64 where it does."""
+        cached = self.__dict__.get("_has_float64")
+        if cached is None:
+            try:
+                kinds = self.xp.__array_namespace_info__().dtypes(device=self.device, kind="real floating")
+                cached = "float64" in kinds
+            except Exception:  # a namespace without the inspection API: assume the common case
+                cached = hasattr(self.xp, "float64")
+            self.__dict__["_has_float64"] = cached
+        return cached
 
     # -- randomness and timing -------------------------------------------------------------
     def seed(self, n: int) -> None:
-        """Seed the device-side generator (dropout masks)."""
+        """Seed the device-side generator of this backend, where it has one (cupy: the global
+        dropout generator of layers used outside a model). ``nnx.seed`` calls it.
+
+        Args:
+            n: a non-negative int.
+
+        >>> backend.seed(0)
+        """
 
     def uniform(self, shape: tuple[int, ...], dtype: Any) -> Any:
-        """Uniform [0, 1) samples on the device. Default: drawn on the host, then moved."""
+        """Uniform [0, 1) samples on the device, from the stream of the model being trained
+        (``nnx.random.active_stream()``), else from the global dropout stream. Default: drawn on
+        the host, then moved.
+
+        Args:
+            shape: the shape of the samples.
+            dtype: a float dtype of this backend.
+
+        Returns:
+            An array of ``shape`` and ``dtype`` on this backend's device.
+
+        >>> keep = backend.uniform((32, 128), backend.xp.float32) >= 0.2
+        """
         from . import random as _random
 
-        host = _random.device_rng().random(shape, dtype=np.float32)
+        host = _random.host_generator().random(shape, dtype=np.float32)
         return self.xp.astype(self.from_host(host), dtype)
 
     def synchronize(self) -> None:
-        """Wait for queued device work (used only for timing)."""
+        """Wait for queued device work (used only for timing); nothing to wait for on the host.
+
+        >>> backend.synchronize(); t = time.perf_counter()
+        """
 
     def memory_in_use(self) -> int | None:
-        """Bytes of device memory this library holds, where it keeps count (None on the host)."""
+        """Bytes of device memory this library holds, where it keeps count.
+
+        Returns:
+            An int, or None on the host.
+
+        >>> nnx.get_backend().memory_in_use()
+        """
         return None
 
     def free_memory(self) -> None:
-        """Return cached device memory to the system, where the library keeps a pool."""
+        """Return cached device memory to the system, where the library keeps a pool (cupy).
+
+        >>> nnx.get_backend().free_memory()
+        """
 
 
 # -- current backend and floatx: per thread, over a process-wide default -----------------------
@@ -196,10 +304,26 @@ def _create(name: str, device: Any = None) -> Backend:
 
 
 def set_backend(name: str, device: Any = None) -> Backend:
-    """Make ``name`` the current backend: "numpy", "cupy", "array_api_strict" or "auto".
+    """Make ``name`` the current backend. From the main thread outside any ``use_backend`` block
+    this sets the process-wide default; from another thread, or inside such a block, the calling
+    thread's own backend only.
 
-    Raises ``ValueError`` for an unknown name and ``RuntimeError`` when the backend cannot run
-    here; in both cases the current backend is unchanged.
+    Args:
+        name: ``"numpy"``, ``"cupy"``, ``"array_api_strict"`` or ``"auto"`` (cupy when a CUDA
+            device is usable, else numpy).
+        device: the device: a CUDA device number for cupy (default 0), a device name for
+            array_api_strict (e.g. ``"device1"``), ``"cpu"`` for numpy. Defaults to None: the
+            backend's default.
+
+    Returns:
+        The new current ``Backend``.
+
+    Raises:
+        ValueError: an unknown name (the message lists the valid ones).
+        RuntimeError: a backend that cannot run here (CuPy not installed, no CUDA device, no
+            such device); the current backend is unchanged.
+
+    >>> nnx.set_backend("cupy", device=1)
     """
     backend = _create(name, device)
     _assign(_backend_var, "backend", backend)
@@ -208,7 +332,13 @@ def set_backend(name: str, device: Any = None) -> Backend:
 
 def get_backend() -> Backend:
     """The current backend, with ``.name``, ``.xp`` and ``.device``: the calling thread's own, or
-    else the process-wide default."""
+    else the process-wide default (numpy, or the ``NNX_BACKEND`` environment variable's).
+
+    Returns:
+        A ``Backend``.
+
+    >>> nnx.get_backend().name   # 'numpy'
+    """
     own = _own(_backend_var)
     if own is not _UNSET:
         return own
@@ -226,6 +356,16 @@ def use_backend(name: str | Backend, device: Any = None) -> Iterator[Backend]:
     """Switch backend inside a ``with`` block, for the calling thread only; the previous one is
     restored on exit, also on an exception. Other threads keep theirs.
 
+    Args:
+        name: a backend name, as for ``set_backend``, or a ``Backend``.
+        device: the device, as for ``set_backend``. Defaults to None.
+
+    Yields:
+        The ``Backend`` in use inside the block.
+
+    Raises:
+        ValueError, RuntimeError: as ``set_backend``, before the block runs.
+
     >>> with nnx.use_backend("array_api_strict", device="device1"):
     ...     model = nnx.Sequential([nnx.Input(4), nnx.Dense(2)])   # lives on array_api_strict
     """
@@ -235,7 +375,14 @@ def use_backend(name: str | Backend, device: Any = None) -> Iterator[Backend]:
 
 
 def available_backends() -> list[str]:
-    """Names of the backends that can run on this machine."""
+    """Names of the backends that can run on this machine.
+
+    Returns:
+        A list such as ``["numpy", "array_api_strict"]`` (``"cupy"`` too where a CUDA device is
+        usable).
+
+    >>> nnx.available_backends()
+    """
     names = []
     for name in _ADAPTERS:
         try:
@@ -254,23 +401,51 @@ def _check_floatx(name: str) -> str:
 
 
 def set_floatx(name: str) -> None:
-    """Set the default float dtype of new layers and data: "float16", "float32" or "float64".
+    """Set the float type of the layers built from now on (and of the data they take).
 
-    Per thread, as ``set_backend``: from the main thread outside any block it sets the process-wide
-    default, elsewhere the calling thread's own value."""
+    Per thread, as ``set_backend``: from the main thread outside any ``use_floatx`` block it sets
+    the process-wide default, elsewhere the calling thread's own value.
+
+    Args:
+        name: ``"float16"``, ``"float32"`` (the default) or ``"float64"``.
+
+    Raises:
+        ValueError: another name.
+
+    >>> nnx.set_floatx("float64")
+    """
     _assign(_floatx_var, "floatx", _check_floatx(name))
 
 
 def floatx() -> str:
-    """The default float dtype name of the calling thread (``"float32"`` unless changed)."""
+    """The float type new layers are built in, for the calling thread.
+
+    Returns:
+        ``"float16"``, ``"float32"`` (unless changed) or ``"float64"``.
+
+    >>> nnx.floatx()   # 'float32'
+    """
     own = _own(_floatx_var)
     return _default["floatx"] if own is _UNSET else own
 
 
 @contextlib.contextmanager
 def use_floatx(name: str) -> Iterator[str]:
-    """Use float dtype ``name`` inside a ``with`` block, for the calling thread only; the previous
-    one is restored on exit."""
+    """Use float type ``name`` inside a ``with`` block, for the calling thread only; the previous
+    one is restored on exit, also on an exception. Other threads keep theirs.
+
+    Args:
+        name: ``"float16"``, ``"float32"`` or ``"float64"``.
+
+    Yields:
+        ``name``.
+
+    Raises:
+        ValueError: another name, before the block runs.
+
+    >>> with nnx.use_floatx("float16"):
+    ...     half = nnx.Sequential.from_config(model.get_config())
+    """
     with _scoped(_floatx_var, _check_floatx(name)):
         yield name
 
@@ -287,7 +462,16 @@ def _owner(a: Any) -> Backend | None:
 
 
 def to_numpy(a: Any) -> np.ndarray:
-    """Any backend array (or host data) -> ``numpy.ndarray`` on the host."""
+    """Any backend array (or host data) as a ``numpy.ndarray`` on the host.
+
+    Args:
+        a: an array of any backend, a numpy array (returned as is), a list or a scalar.
+
+    Returns:
+        A ``numpy.ndarray``.
+
+    >>> nnx.to_numpy(model.predict(x))
+    """
     if isinstance(a, np.ndarray):
         return a
     owner = _owner(a) if not isinstance(a, (list, tuple, int, float, bool, np.generic)) else None
@@ -297,9 +481,18 @@ def to_numpy(a: Any) -> np.ndarray:
 
 
 def asarray(x: Any, dtype: Any = None) -> Any:
-    """Host data (numpy array, nested list, scalar) or any backend array -> array on the current
-    backend and device. Python floats become ``floatx()``; numpy arrays keep their dtype unless
-    ``dtype`` is given (a name such as ``"float32"`` or a dtype of either library)."""
+    """Host data or any backend's array as an array on the current backend and device.
+
+    Args:
+        x: a numpy array, nested lists, a scalar, or an array of any backend.
+        dtype: the dtype, a name such as ``"float32"`` or a dtype of either library. Defaults to
+            None: numpy arrays keep theirs, Python floats become ``floatx()``.
+
+    Returns:
+        An array of the current backend.
+
+    >>> x = nnx.asarray(np.ones((4, 3)), dtype="float32")
+    """
     backend = get_backend()
     if backend.owns(x):
         if _device_of(x) != backend.device:

@@ -73,7 +73,8 @@ def host_weight(a: Any, shape: tuple[int, ...], dtype: str, what: str) -> np.nda
         host = _backend.to_numpy(host)
     if tuple(host.shape) != tuple(shape):
         raise ValueError(f"{what} expects shape {_shape_str(tuple(shape))}, received {_shape_str(tuple(host.shape))}.")
-    out = np.array(host, dtype=dtype, copy=True)
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflowing cast gives inf, refused just below
+        out = np.array(host, dtype=dtype, copy=True)
     if not np.isfinite(out).all():
         raise ValueError(f"{what} must be finite in {dtype}; received NaN or inf values.")
     return out
@@ -271,3 +272,55 @@ def class_weight_to_sample_weight(class_weight: Any, y: Any, loss: Any, output_s
         raise ValueError(f"class_weight must give a weight for every label in y; received no weight for "
                          f"label{'s' if len(missing) > 1 else ''} {', '.join(map(str, missing))}.")
     return np.array([table[int(c)] for c in present], dtype=np.float64)[inverse.reshape(-1)]
+
+
+# -- finite in, finite out ---------------------------------------------------------------------
+class NonFiniteResult(ValueError):
+    """Finite data and finite weights gave a NaN or inf loss, gradient or output: the data's
+    magnitude overflows the model's float type. Raised before any weight changes."""
+
+
+def all_finite(arrays: list[Any], backend: _backend.Backend) -> bool:
+    xp = backend.xp
+    for a in arrays:
+        if isinstance(a, (int, float)):
+            if not np.isfinite(a):
+                return False
+        elif xp.isdtype(a.dtype, "real floating") and not bool(xp.all(xp.isfinite(a))):
+            return False
+    return True
+
+
+def _max_abs(a: Any, backend: _backend.Backend) -> float:
+    if is_host(a):
+        return float(np.max(np.abs(a))) if a.size else 0.0
+    xp = backend.xp
+    return float(xp.max(xp.abs(a))) if a.size else 0.0
+
+
+def overflow_error(model: Any, backend: _backend.Backend, what: str, data: dict[str, Any]) -> NonFiniteResult | None:
+    """The error to raise when ``what`` came out NaN or inf from finite ``data`` (name -> array),
+    or None when the model's own weights are not finite (a model whose training diverged earlier:
+    its NaN is not the data's fault, and is reported as Keras does, in the results)."""
+    weights = [w.value for w in model.weights]
+    if not all_finite(weights, backend):
+        return None
+    dtype = model.dtype
+    limit = float(np.finfo(dtype).max)
+    seen = ", ".join(f"|{name}| up to {_max_abs(a, backend):.3g}" for name, a in data.items())
+    largest = max((_max_abs(w, backend) for w in weights), default=0.0)
+    return NonFiniteResult(
+        f"{what} is NaN or inf although the data and the weights are finite: the values computed from "
+        f"them overflow {dtype} (largest finite value {limit:.3g}); received {seen}, and weights up to "
+        f"{largest:.3g}. The data must be scaled (e.g. standardized) to magnitudes the model can square and "
+        f"sum in {dtype}, or the model built in float64 (nnx.set_floatx('float64')).")
+
+
+def check_first_step(model: Any, backend: _backend.Backend, loss: Any, grads: dict, x: Any, y: Any) -> None:
+    """Before ``fit`` applies its first step: raise ``NonFiniteResult`` when the loss or a gradient
+    of the first batch is NaN or inf while the weights are finite (one device read per ``fit``)."""
+    if all_finite([loss, *grads.values()], backend):
+        return
+    error = overflow_error(model, backend, "The loss or a gradient of the first training batch", {"x": x, "y": y})
+    if error is not None:
+        raise error

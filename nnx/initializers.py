@@ -23,7 +23,9 @@ def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
 
 
 class Initializer:
-    """Draws a host array of a given shape and dtype name.
+    """Base class: calling it draws a host array of a given shape and dtype name, from the
+    ``nnx.seed``-seeded initialisation stream, so the same seed gives the same weights on every
+    backend. Layers take one by name (``kernel_initializer="he_normal"``) or as an instance.
 
     >>> nnx.initializers.get("he_normal")((784, 128), "float32")
     """
@@ -31,9 +33,29 @@ class Initializer:
     name = ""
 
     def __call__(self, shape: tuple[int, ...], dtype: str = "float32") -> Any:
+        """Draw the initial values.
+
+        Args:
+            shape: the weight's shape, a tuple of ints (fans are computed from it: for a kernel
+                (in, out), fan_in = in and fan_out = out).
+            dtype: a float dtype name. Defaults to ``"float32"``.
+
+        Returns:
+            A host ``numpy.ndarray`` of that shape and dtype.
+
+        >>> nnx.initializers.GlorotUniform()((4, 3))
+        """
         raise NotImplementedError
 
     def get_config(self) -> dict | str:
+        """The initializer as its name (no arguments) or ``{"class_name": name, "config": {...}}``,
+        which ``nnx.initializers.get`` reads back.
+
+        Returns:
+            A str or a JSON-able dict.
+
+        >>> nnx.initializers.get(nnx.initializers.Constant(0.1).get_config())
+        """
         params = {k: v for k, v in vars(self).items() if not k.startswith("_")}
         return {"class_name": self.name, "config": params} if params else self.name
 
@@ -63,6 +85,9 @@ class Ones(Initializer):
 class Constant(Initializer):
     """Every entry ``value``.
 
+    Args:
+        value: the constant, a float. Defaults to 0.0.
+
     >>> nnx.Dense(4, bias_initializer=nnx.initializers.Constant(0.1))
     """
     name = "constant"
@@ -77,6 +102,10 @@ class Constant(Initializer):
 class RandomUniform(Initializer):
     """Uniform on [minval, maxval).
 
+    Args:
+        minval: the lower bound. Defaults to -0.05.
+        maxval: the upper bound (excluded). Defaults to 0.05.
+
     >>> nnx.initializers.RandomUniform(-0.1, 0.1)
     """
     name = "random_uniform"
@@ -90,6 +119,10 @@ class RandomUniform(Initializer):
 
 class RandomNormal(Initializer):
     """Normal with ``mean`` and ``stddev``.
+
+    Args:
+        mean: the mean. Defaults to 0.0.
+        stddev: the standard deviation. Defaults to 0.05.
 
     >>> nnx.initializers.RandomNormal(stddev=0.02)
     """
@@ -114,7 +147,11 @@ def _truncated_normal(shape: tuple[int, ...], stddev: float, mean: float = 0.0) 
 
 
 class TruncatedNormal(RandomNormal):
-    """Normal, redrawn beyond two standard deviations.
+    """Normal, with draws beyond two standard deviations from the mean drawn again (as Keras).
+
+    Args:
+        mean: the mean. Defaults to 0.0.
+        stddev: the standard deviation before truncation. Defaults to 0.05.
 
     >>> nnx.initializers.TruncatedNormal(stddev=0.02)
     """
@@ -125,7 +162,18 @@ class TruncatedNormal(RandomNormal):
 
 
 class VarianceScaling(Initializer):
-    """Variance ``scale / fan`` with fan = fan_in, fan_out or their mean; uniform or truncated normal.
+    """Draws with variance ``scale / fan``, as Keras's ``VarianceScaling``; the Glorot, He and
+    LeCun initializers are its presets.
+
+    Args:
+        scale: the variance's numerator, a float. Defaults to 1.0.
+        mode: the fan: ``"fan_in"`` (the default), ``"fan_out"`` or ``"fan_avg"`` (their mean).
+        distribution: ``"truncated_normal"`` (the default; the standard deviation is corrected
+            for the truncation at two), ``"untruncated_normal"`` or ``"uniform"`` (on
+            [-limit, limit), limit = sqrt(3 scale / fan)).
+
+    Raises:
+        ValueError: an unknown mode or distribution.
 
     >>> nnx.initializers.VarianceScaling(2.0, "fan_in", "truncated_normal")  # he_normal
     """
@@ -160,6 +208,7 @@ def _preset(name: str, scale: float, mode: str, distribution: str) -> type[Varia
     def get_config(self):
         return name
 
+    get_config.__doc__ = Initializer.get_config.__doc__
     doc = (f"{name}: variance {scale:g} / {mode}, {distribution.replace('_', ' ')}.\n\n"
            f"    >>> nnx.Dense(8, kernel_initializer=\"{name}\")\n    ")
     return type(name, (VarianceScaling,), {"name": name, "__init__": __init__, "get_config": get_config, "__doc__": doc})
@@ -184,6 +233,18 @@ registry.add(RandomNormal, "normal")
 
 
 def get(identifier: str | dict | Initializer) -> Initializer:
-    """An initializer from its name (``"glorot_uniform"`` or ``"GlorotUniform"``), its config
-    dict, or an instance."""
+    """An initializer from its name, its config dict, or an instance.
+
+    Args:
+        identifier: a name (``"glorot_uniform"`` or ``"GlorotUniform"``, ``"zeros"``, …), a
+            ``get_config()`` dict, or an ``Initializer`` (returned as is).
+
+    Returns:
+        An ``Initializer``.
+
+    Raises:
+        ValueError: an unknown name (the message lists the valid ones) or config.
+
+    >>> nnx.initializers.get("he_normal")
+    """
     return registry.get(identifier)

@@ -70,6 +70,20 @@ class Loss:
     sparse_labels = False  # True: y holds integer class indices
 
     def __call__(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> Any:
+        """The loss of a batch, on the current backend.
+
+        Args:
+            y_true: the targets, an array of the current backend (integer labels for the sparse
+                cross-entropy).
+            y_pred: the predictions, an array of the current backend.
+            sample_weight: optional weights, one per sample (n,): the loss is then
+                ``sum(sample_weight * per_sample) / n``, Keras's default reduction.
+
+        Returns:
+            A 0-d array.
+
+        >>> float(nnx.losses.MeanSquaredError()(nnx.asarray([[1.0]]), nnx.asarray([[3.0]])))   # 4.0
+        """
         from .backend import get_backend
 
         xp = get_backend().xp
@@ -79,27 +93,96 @@ class Loss:
         return self.forward(xp, y_true, y_pred, sample_weight=xp.reshape(w, (-1,)))
 
     def per_sample(self, xp: Any, y: Any, p: Any) -> Any:
-        """Each sample's loss, shape (n,)."""
+        """Each sample's loss.
+
+        Args:
+            xp: the Array API namespace of ``y`` and ``p``.
+            y: the targets.
+            p: the predictions (probabilities, or logits with ``from_logits=True``).
+
+        Returns:
+            An array of shape (n,) and ``p``'s dtype.
+
+        >>> per = nnx.losses.get("mse").per_sample(backend.xp, y, p)   # mean over each row
+        """
         raise NotImplementedError
 
     def forward(self, xp: Any, y: Any, p: Any, sample_weight: Any = None) -> Any:
-        """The batch loss: ``sum(sample_weight * per_sample) / n`` (the mean without weights)."""
+        """The loss of a batch, reduced as Keras does: the mean over the batch of the per-sample
+        losses (mse, mae and huber also average over the output axis), or with weights
+        ``sum(sample_weight * per_sample) / n`` ("sum_over_batch_size").
+
+        Args:
+            xp: the Array API namespace of ``y`` and ``p``.
+            y: the targets.
+            p: the predictions (probabilities, or logits with ``from_logits=True``).
+            sample_weight: None, or one weight per sample, shape (n,), of ``p``'s dtype.
+
+        Returns:
+            A 0-d array of ``p``'s dtype.
+
+        >>> loss = nnx.losses.get("mse").forward(backend.xp, y, p, sample_weight=w)
+        """
         return _reduce(xp, self.per_sample(xp, y, p), sample_weight)
 
     def backward(self, xp: Any, y: Any, p: Any, sample_weight: Any = None) -> Any:
-        """The gradient of ``forward`` with respect to ``p``."""
+        """The gradient of ``forward`` with respect to the predictions (with weights: each row
+        of the unweighted gradient times its sample's weight).
+
+        Args:
+            xp: the Array API namespace of ``y`` and ``p``.
+            y: the targets.
+            p: the predictions.
+            sample_weight: None, or one weight per sample, shape (n,).
+
+        Returns:
+            An array of ``p``'s shape and dtype.
+
+        >>> dp = nnx.losses.get("mse").backward(backend.xp, y, p)
+        """
         raise NotImplementedError
 
     def fuses_with(self, activation: Any) -> bool:
-        """True when ``logits_value_and_gradient`` is exact for outputs of ``activation``."""
+        """Whether ``logits_value_and_gradient`` is exact for outputs of ``activation`` (softmax
+        with categorical cross-entropy, sigmoid with binary cross-entropy).
+
+        Args:
+            activation: the model's output activation (an ``ActivationFunction``).
+
+        Returns:
+            A bool; the model then skips that activation's backward.
+
+        >>> nnx.losses.CategoricalCrossentropy().fuses_with(nnx.activations.get("softmax"))   # True
+        """
         return False
 
     def logits_value_and_gradient(self, ops: Any, y: Any, p: Any, sample_weight: Any = None) -> tuple[Any, Any]:
-        """(loss, gradient of the output activation's input) for outputs ``p`` of an activation
-        this loss ``fuses_with``; with ``sample_weight`` the rows of the gradient are scaled."""
+        """The loss and the gradient of the output activation's input, in one step, for outputs
+        ``p`` of an activation this loss ``fuses_with`` (e.g. ``(p - y) / n`` for softmax).
+
+        Args:
+            ops: the backend's operations object (``backend.ops``).
+            y: the targets.
+            p: the activation's outputs (probabilities).
+            sample_weight: None, or one weight per sample (n,): the loss is weighted as in
+                ``forward`` and each row of the gradient scaled by its weight.
+
+        Returns:
+            ``(loss, dz)``: a 0-d array and an array of ``p``'s shape.
+
+        >>> loss, dz = loss_fn.logits_value_and_gradient(backend.ops, y, p)
+        """
         raise NotImplementedError
 
     def get_config(self) -> dict:
+        """The loss as ``{"class_name": ..., "config": {constructor arguments}}``, which
+        ``nnx.losses.get`` reads back.
+
+        Returns:
+            A JSON-able dict.
+
+        >>> nnx.losses.get(nnx.losses.Huber(delta=2.0).get_config())
+        """
         return {"class_name": type(self).__name__, "config": {}}
 
 
@@ -158,7 +241,11 @@ class MeanAbsoluteError(Loss):
 
 
 class Huber(Loss):
-    """0.5 r^2 where |r| <= delta, else delta (|r| - 0.5 delta); mean over all entries.
+    """0.5 r^2 where |r| <= delta, else delta (|r| - 0.5 delta), with r = p - y; mean over all
+    entries.
+
+    Args:
+        delta: where the loss turns from quadratic to linear, a float. Defaults to 1.0.
 
     >>> nnx.losses.Huber(delta=1.0)  # or loss="huber"
     """
@@ -314,7 +401,19 @@ def _softmax(xp, z):
 
 
 def one_hot(xp: Any, labels: Any, depth: int, dtype: Any) -> Any:
-    """Integer labels (n,) -> (n, depth) one-hot rows of ``dtype`` on the labels' device."""
+    """Integer labels (n,) as (n, depth) one-hot rows of ``dtype`` on the labels' device.
+
+    Args:
+        xp: the Array API namespace of ``labels``.
+        labels: integer class indices, shape (n,).
+        depth: the number of classes.
+        dtype: the dtype of the rows (a dtype of ``xp``).
+
+    Returns:
+        An array of shape (n, depth).
+
+    >>> one_hot(xp, labels, 10, xp.float32)
+    """
     classes = xp.arange(depth, dtype=labels.dtype, device=labels.device)
     return xp.astype(xp.reshape(labels, (-1, 1)) == classes, dtype)
 
@@ -425,13 +524,15 @@ class SparseCategoricalCrossentropy(CategoricalCrossentropy):
 
 
 class BinaryCrossentropy(_CrossEntropy):
-    """-(y log p + (1 - y) log(1 - p)), mean over all entries, with p clipped to
-    [1e-7, 1 - 1e-7]. With ``from_logits=True`` the predictions are logits.
+    """-(y log p + (1 - y) log(1 - p)), mean over all entries, with p clipped to [eps, 1 - eps]
+    (eps is Keras's 1e-7, or the dtype's resolution where that is coarser: about 1e-3 in float16).
+    Targets must lie in [0, 1].
 
     Args:
-        from_logits: whether the predictions are logits rather than probabilities.
+        from_logits: whether the predictions are logits rather than probabilities (then the
+            loss is computed stably from the logits). Defaults to False.
         label_smoothing: in [0, 1]; the targets become ``y (1 - label_smoothing) +
-            0.5 label_smoothing``, as Keras.
+            0.5 label_smoothing``, as Keras. Defaults to 0.
 
     >>> nnx.losses.BinaryCrossentropy(from_logits=True, label_smoothing=0.1)
     """
@@ -494,6 +595,19 @@ registry.add(MeanAbsolutePercentageError, "mean_absolute_percentage_error", "map
 
 
 def get(identifier: str | dict | Loss) -> Loss:
-    """A loss from its name (``"mse"``, ``"sparse_categorical_crossentropy"``, or the Keras class
-    name ``"SparseCategoricalCrossentropy"``), its config dict, or an instance."""
+    """A loss from its name, its config dict, or an instance.
+
+    Args:
+        identifier: a name (``"mse"``, ``"sparse_categorical_crossentropy"``, or the Keras class
+            name ``"SparseCategoricalCrossentropy"``), a ``get_config()`` dict, or a ``Loss``
+            (returned as is).
+
+    Returns:
+        A ``Loss``.
+
+    Raises:
+        ValueError: an unknown name (the message lists the valid ones) or config.
+
+    >>> nnx.losses.get("SparseCategoricalCrossentropy")
+    """
     return registry.get(identifier)

@@ -23,12 +23,14 @@ from . import losses as _losses
 
 
 class Metric:
-    """A metric: ``reset()``, ``update(xp, y, p)`` per batch, ``result()`` (a 0-d array or float).
+    """Base class. Every metric speaks one protocol: ``reset()``, ``update(xp, y, p)`` per batch,
+    ``result()`` (a 0-d array or a float); ``name`` is the key in the logs and the History.
 
     Mean metrics implement ``batch_total(xp, y, p)``, the sum of the per-sample metric over a
-    batch (0-d array); the protocol methods follow from it. Metrics whose value is not a mean over
-    samples set ``stateful = True`` and implement ``reset``, ``update`` and ``result`` over
-    ``state``, a list of arrays that add up across batches.
+    batch (a 0-d array on the device); the training loop sums it over the epoch and divides by
+    the number of samples once per epoch, and the protocol methods follow from it. Metrics whose
+    value is not a mean over samples set ``stateful = True`` and implement ``reset``, ``update``
+    and ``result`` over ``state``, a list of device arrays that add up across batches.
 
     ``metric(y_true, y_pred)`` is the metric over that one batch, as a float (for interactive
     use); ``update_state(y_true, y_pred)``, ``result()`` and ``reset_state()`` accumulate as in
@@ -42,41 +44,98 @@ class Metric:
     stateful = False  # True: the training loop calls reset/update/result instead of batch_total
 
     def batch_total(self, xp: Any, y: Any, p: Any) -> Any:
+        """The sum over the batch of the per-sample metric.
+
+        Args:
+            xp: the Array API namespace of ``y`` and ``p``.
+            y: the batch's targets (integer labels for the sparse accuracy).
+            p: the batch's predictions.
+
+        Returns:
+            A 0-d array (kept on the device).
+
+        >>> total = nnx.metrics.BinaryAccuracy().batch_total(backend.xp, y, p)
+        """
         raise NotImplementedError
 
     # -- the accumulation protocol ------------------------------------------------------------
     def reset(self) -> None:
-        """Forget every batch seen."""
+        """Forget every batch seen (the training loop calls it on a fresh copy each epoch).
+
+        >>> m = nnx.metrics.Precision(); m.reset()
+        """
         self.state = None
 
     def update(self, xp: Any, y: Any, p: Any) -> None:
-        """Add one batch (device arrays; no host transfer)."""
+        """Add one batch to the state, on the device (nothing is read back to the host).
+
+        Args:
+            xp: the Array API namespace of ``y`` and ``p``.
+            y: the batch's targets.
+            p: the batch's predictions.
+
+        >>> m.update(backend.xp, y_batch, p_batch)
+        """
         total = self.batch_total(xp, y, p)
         state = getattr(self, "state", None)
         self.state = [total, int(p.shape[0])] if state is None else [state[0] + total, state[1] + int(p.shape[0])]
 
     def result(self) -> Any:
-        """The metric over every batch since ``reset`` (0.0 before the first)."""
+        """The metric over every batch since ``reset``.
+
+        Returns:
+            A 0-d array on the device (``float()`` reads it), or 0.0 before the first batch.
+
+        >>> float(m.result())
+        """
         state = getattr(self, "state", None)
         return 0.0 if state is None or state[1] == 0 else state[0] / state[1]
 
     def fresh(self) -> "Metric":
-        """A copy with the same configuration and no state."""
+        """A copy with the same configuration and name, and no state.
+
+        Returns:
+            A ``Metric`` of the same class.
+
+        >>> epoch_metric = model.metrics[0].fresh()
+        """
         m = copy.copy(self)
         m.reset()
         return m
 
     # -- Keras's spellings, on the current backend --------------------------------------------
     def reset_state(self) -> None:
+        """Keras's name for ``reset``.
+
+        >>> m.reset_state()
+        """
         self.reset()
 
     def update_state(self, y_true: Any, y_pred: Any) -> None:
+        """Keras's ``update_state``: ``update`` with the current backend's namespace.
+
+        Args:
+            y_true: the batch's targets, an array of the current backend.
+            y_pred: the batch's predictions, an array of the current backend.
+
+        >>> m = nnx.metrics.AUC(); m.update_state(nnx.asarray(y), nnx.asarray(p)); float(m.result())
+        """
         from .backend import get_backend
 
         self.update(get_backend().xp, y_true, y_pred)
 
     def __call__(self, y_true: Any, y_pred: Any) -> float:
-        """The metric over one batch, as a float (host side; for interactive use)."""
+        """The metric over one batch, as a float (host side; for interactive use).
+
+        Args:
+            y_true: the targets, an array of the current backend.
+            y_pred: the predictions, an array of the current backend.
+
+        Returns:
+            The mean over the batch's samples, a float.
+
+        >>> nnx.metrics.BinaryAccuracy()(nnx.asarray([[1.0]]), nnx.asarray([[0.8]]))   # 1.0
+        """
         from .backend import get_backend
 
         m = self.fresh()
@@ -84,7 +143,14 @@ class Metric:
         return float(m.result())
 
     def get_config(self) -> dict:
-        """``{"class_name", "config"}``: the constructor arguments (saved with the model)."""
+        """The metric as ``{"class_name": ..., "config": {constructor arguments}}`` (saved with a
+        model; ``nnx.metrics.get`` reads it back).
+
+        Returns:
+            A JSON-able dict.
+
+        >>> nnx.metrics.AUC(num_thresholds=50).get_config()
+        """
         return {"class_name": type(self).__name__, "config": {}}
 
 
@@ -116,7 +182,10 @@ class MeanSquaredError(Metric):
 
 
 class BinaryAccuracy(Metric):
-    """Share of outputs on the right side of ``threshold``.
+    """Share of outputs on the right side of ``threshold`` (a target above 0.5 counts as 1).
+
+    Args:
+        threshold: predictions above it count as 1. Defaults to 0.5.
 
     >>> nnx.metrics.BinaryAccuracy(threshold=0.5)
     """
@@ -344,7 +413,14 @@ class AUC(Metric):
         self.reset()
 
     def thresholds(self) -> list[float]:
-        """Keras's thresholds: -1e-7, 1/(N-1), …, (N-2)/(N-1), 1 + 1e-7."""
+        """Keras's thresholds, ``num_thresholds`` of them evenly spaced over [0, 1], the ends
+        pushed out by 1e-7.
+
+        Returns:
+            ``[-1e-7, 1/(N-1), …, (N-2)/(N-1), 1 + 1e-7]`` as floats.
+
+        >>> nnx.metrics.AUC(num_thresholds=3).thresholds()   # [-1e-07, 0.5, 1.0000001]
+        """
         n = self.num_thresholds
         return [0.0 - _losses.EPSILON] + [(i + 1) / (n - 1) for i in range(n - 2)] + [1.0 + _losses.EPSILON]
 
@@ -388,7 +464,16 @@ class AUC(Metric):
 
 
 def unique_names(metrics: list[Metric]) -> list[Metric]:
-    """Give repeated names Keras's suffixes: ``binary_accuracy``, ``binary_accuracy_1``, …"""
+    """Give repeated names Keras's suffixes: ``binary_accuracy``, ``binary_accuracy_1``, …
+
+    Args:
+        metrics: the metrics, in order; renamed in place.
+
+    Returns:
+        ``metrics``.
+
+    >>> [m.name for m in unique_names([BinaryAccuracy(), BinaryAccuracy()])]
+    """
     seen: dict[str, int] = {}
     for m in metrics:
         base = m.name
@@ -414,9 +499,25 @@ registry.add(SparseTopKCategoricalAccuracy, "sparse_top_k_categorical_accuracy")
 
 
 def get(identifier: str | dict | Metric, loss: _losses.Loss, output_units: int | None) -> Metric:
-    """A metric from its name, its config dict (``get_config()``, with an optional ``"name"``) or
-    an instance (copied); ``"accuracy"``/``"acc"`` picks the variant from the loss and output
-    width, as Keras does. The metric is named as given."""
+    """A metric from its name, its config dict or an instance (copied), named as given.
+
+    Args:
+        identifier: a name (``"accuracy"`` / ``"acc"``, ``"mae"``, ``"mse"``,
+            ``"binary_accuracy"``, ``"precision"``, ``"auc"``, …), a config dict
+            (``metric.get_config()``, with an optional ``"name"``), or a ``Metric`` (copied).
+        loss: the compiled loss: ``"accuracy"`` picks sparse categorical accuracy for a sparse
+            loss, binary accuracy for binary cross-entropy or one output unit, else categorical
+            accuracy, as Keras does.
+        output_units: the width of the model's output, or None when not known yet.
+
+    Returns:
+        A ``Metric``.
+
+    Raises:
+        ValueError: an unknown name (the message lists the valid ones).
+
+    >>> nnx.metrics.get("accuracy", nnx.losses.get("sparse_categorical_crossentropy"), 10)
+    """
     if isinstance(identifier, Metric):
         return copy.copy(identifier)
     if isinstance(identifier, str) and identifier.lower() in ("accuracy", "acc"):

@@ -26,7 +26,10 @@ from .layers.base import Layer, as_int
 
 class Step(NamedTuple):
     """What ``compute_gradients`` returns: the batch loss (regularization included), the
-    predictions, the gradients keyed by weight record, and each layer's saved context."""
+    predictions, the gradients keyed by weight record, and each layer's saved context.
+
+    >>> loss, predictions, grads, saved = model.compute_gradients(x, y)
+    """
 
     loss: Any
     predictions: Any
@@ -38,10 +41,15 @@ class Sequential(Layer):
     """A linear stack of layers with Keras's ``compile`` / ``fit`` / ``evaluate`` / ``predict``.
 
     Args:
-        layers: the layers, first to last; an ``nnx.Input`` first (or ``input_shape=`` on the first
-            layer) builds the model at once, otherwise it builds on the first data it sees.
-        name: optional name.
-        trainable: False freezes every layer.
+        layers: the layers, first to last. Defaults to None (an empty model; ``add`` layers
+            later). An ``nnx.Input`` first (or ``input_shape=`` on the first layer) builds the
+            model at once; otherwise it builds on the first data it sees.
+        name: the model's name. Defaults to a unique ``"sequential"``, ``"sequential_1"``, …
+        trainable: False freezes every layer. Defaults to True.
+
+    Raises:
+        TypeError: an entry of ``layers`` that is not a ``Layer``.
+        ValueError: an ``Input`` that is not first, or a layer given twice.
 
     A ``Sequential`` is itself a layer, so it can be a layer of another ``Sequential``.
 
@@ -61,6 +69,7 @@ class Sequential(Layer):
         self.stop_training = False
         self._stop_now = False
         self._shuffle_rng = None
+        self._dropout_rng: _random.Stream | None = None  # drawn at build; model files keep its state
         self._fused = False
         self.history = None
         for layer in layers or []:
@@ -68,7 +77,19 @@ class Sequential(Layer):
 
     # -- construction ----------------------------------------------------------------------
     def add(self, layer: Layer) -> None:
-        """Append a layer; an ``Input`` (or a first layer given ``input_shape=``) builds the model."""
+        """Append a layer on top of the stack. An ``Input`` (or a first layer given
+        ``input_shape=``) builds the model; a layer added to a built model is built at once.
+
+        Args:
+            layer: the ``nnx.layers.Layer`` to append (a ``Sequential`` too).
+
+        Raises:
+            TypeError: ``layer`` is not a Layer.
+            ValueError: an ``Input`` after other layers, a layer already in the model, or a layer
+                built for another input shape; the model is unchanged.
+
+        >>> model = nnx.Sequential(); model.add(nnx.Input(4)); model.add(nnx.Dense(2))
+        """
         if not isinstance(layer, Layer):
             raise TypeError(f"Sequential.add expects a Layer; received {type(layer).__name__}.")
         if isinstance(layer, _layers.Input):
@@ -93,7 +114,16 @@ class Sequential(Layer):
         self._after_change()
 
     def pop(self) -> Layer:
-        """Remove and return the last layer."""
+        """Remove and return the last layer.
+
+        Returns:
+            The layer removed.
+
+        Raises:
+            ValueError: the model has no layers.
+
+        >>> model.pop()
+        """
         if not self.layers:
             raise ValueError("There are no layers to pop.")
         layer = self.layers.pop()
@@ -101,7 +131,20 @@ class Sequential(Layer):
         return layer
 
     def get_layer(self, name: str | None = None, index: int | None = None) -> Layer:
-        """A layer by ``name`` or by ``index`` (position in ``layers``)."""
+        """A layer by ``name`` or by ``index`` (its position in ``layers``, negative from the end).
+
+        Args:
+            name: the layer's name. Defaults to None.
+            index: its position in ``model.layers``. Defaults to None. Give exactly one.
+
+        Returns:
+            The layer.
+
+        Raises:
+            ValueError: both or neither given, no layer of that name, an index out of range.
+
+        >>> model.get_layer("dense_1"); model.get_layer(index=-1)
+        """
         if (name is None) == (index is None):
             raise ValueError("get_layer needs exactly one of name= or index=.")
         if index is not None:
@@ -115,7 +158,19 @@ class Sequential(Layer):
         raise ValueError(f"No layer named {name!r}; the layers are: {', '.join(l.name for l in self.layers)}.")
 
     def build(self, input_shape: tuple[int, ...]) -> None:
-        """Create every layer's weights on the current backend, for samples of ``input_shape``."""
+        """Create every layer's weights on the current backend in the current floatx, for samples
+        of ``input_shape``, and draw the model's dropout stream from the seed. ``fit``,
+        ``evaluate`` and ``predict`` build an unbuilt model from their data; call ``build`` to
+        build it before (for ``summary`` or ``save``).
+
+        Args:
+            input_shape: the shape of one sample, without the batch axis.
+
+        Raises:
+            ValueError: a layer that cannot take inputs of that shape.
+
+        >>> model = nnx.Sequential([nnx.Dense(8), nnx.Dense(1)]); model.build((4,))
+        """
         input_shape = tuple(input_shape)
         backend = _backend.get_backend()
         shape = input_shape
@@ -125,6 +180,8 @@ class Sequential(Layer):
         self.input_shape = input_shape
         self.backend = backend
         self.dtype = self.layers[0].dtype if self.layers else _backend.floatx()
+        if self._dropout_rng is None:
+            self._dropout_rng = _random.Stream()
         self.built = True
         self._after_change()
 
@@ -142,6 +199,21 @@ class Sequential(Layer):
         last = self.layers[-1] if self.layers else None
         act = last.output_activation if last is not None else None
         self._fused = bool(self.loss is not None and act is not None and self.loss.fuses_with(act))
+
+    def _random_state(self) -> tuple:
+        """What ``_set_random_state`` needs to undo a refused ``fit``: the shuffle generator and
+        the dropout stream."""
+        rng, dropout = self._shuffle_rng, self._dropout_rng
+        return (rng, None if rng is None else rng.bit_generator.state,
+                None if dropout is None else dropout.state())
+
+    def _set_random_state(self, saved: tuple) -> None:
+        rng, state, dropout = saved
+        if rng is not None:
+            rng.bit_generator.state = state
+        self._shuffle_rng = rng
+        if dropout is not None and self._dropout_rng is not None:
+            self._dropout_rng.set_state(dropout)
 
     def compute_output_shape(self, input_shape):
         shape = tuple(input_shape)
@@ -191,6 +263,16 @@ class Sequential(Layer):
         return bool(self.layers) and bool(getattr(self.layers[0], "integer_input", False))
 
     def prepare_ids(self, x: Any, dtype: str, backend: _backend.Backend, what: str = "x") -> Any:
+        """Integer ids for a model whose first layer takes them (an ``Embedding``).
+
+        Args:
+            x: the ids.
+            dtype: the integer dtype name.
+            backend: the backend they go to.
+            what: how error messages name ``x``.
+
+        >>> ids = model.prepare_ids([[1, 2]], "int64", model.backend)
+        """
         return self.layers[0].prepare_ids(x, dtype, backend, what)
 
     @property
@@ -217,12 +299,26 @@ class Sequential(Layer):
 
     # -- the chain -------------------------------------------------------------------------
     def forward(self, x: Any, training: bool = False) -> tuple[Any, Any]:
-        """``(y, saved)``: the output, and each layer's saved context (None in inference, where
-        nothing is kept)."""
+        """The model's output for a batch, through every layer.
+
+        Args:
+            x: a batch of inputs, an array of the model's backend.
+            training: run the layers in training mode (Dropout drops, with masks from the
+                model's own stream) and keep what backward needs. Defaults to False.
+
+        Returns:
+            ``(y, saved)``: the output, and each layer's saved context (None in inference, where
+            nothing is kept).
+
+        >>> y, saved = model.forward(x, training=True)
+        """
         if not training:
             for layer in self.layers:
                 x = layer.forward(x, training=False)[0]
             return x, None
+        if self._dropout_rng is not None and _random.active_stream() is None:
+            with _random.using(self._dropout_rng):  # layers (Dropout) draw from this model's stream
+                return self.forward(x, training=True)
         saved = []
         for layer in self.layers:
             x, s = layer.forward(x, training=True)
@@ -231,9 +327,23 @@ class Sequential(Layer):
 
     def backward(self, saved: list, dy: Any, need_dx: bool = True, dz: Any = None,
                  stop: int | None = None) -> tuple[Any, dict]:
-        """``(dx, grads)``: back through the layers, stopping at the first one whose input gradient
-        nobody needs. ``dz``: the gradient of the last layer's pre-activation (fused loss);
-        ``stop``: that first layer, when the caller knows it already."""
+        """Back through the layers, stopping at the first one whose input gradient nobody needs.
+
+        Args:
+            saved: what ``forward(x, training=True)`` returned as its second value.
+            dy: the gradient of the loss with respect to the output (None when ``dz`` is given).
+            need_dx: whether the input gradient is wanted (a model nested in another: yes).
+                Defaults to True.
+            dz: the gradient of the last layer's pre-activation, when the loss fused with the
+                output activation. Defaults to None.
+            stop: the first layer with trainable weights, when the caller knows it already.
+
+        Returns:
+            ``(dx, grads)``: the input gradient (None when ``need_dx`` is false) and a dict from
+            each trainable weight record to its gradient.
+
+        >>> dx, grads = model.backward(saved, dy)
+        """
         grads: dict = {}
         if need_dx:
             stop = 0
@@ -250,10 +360,24 @@ class Sequential(Layer):
         return dy, grads
 
     def update_state(self, saved: list) -> None:
+        """Update every layer's non-trainable state after the optimizer step.
+
+        Args:
+            saved: what ``forward(x, training=True)`` returned as its second value.
+
+        >>> model.update_state(step.saved)
+        """
         for layer, s in zip(self.layers, saved):
             layer.update_state(s)
 
     def regularization_loss(self) -> Any:
+        """The sum of every layer's weight penalties (the float 0.0 when there are none).
+
+        Returns:
+            A 0-d array of the model's backend, or 0.0.
+
+        >>> float(model.regularization_loss())
+        """
         total = 0.0
         for layer in self.layers:
             penalty = layer.regularization_loss()
@@ -263,10 +387,22 @@ class Sequential(Layer):
 
     def compute_gradients(self, x: Any, y: Any, backend: _backend.Backend | None = None,
                           sample_weight: Any = None) -> Step:
-        """Forward and backward on one batch of device arrays, without an update: the loss (with
-        the weight penalties), the predictions, the gradient of every trainable weight (penalty
-        gradients included), and the saved contexts ``apply_gradients`` hands to ``update_state``.
-        ``sample_weight`` (n,) weighs each sample's loss: ``sum(w * loss) / n``, as Keras."""
+        """Forward and backward on one batch of device arrays, without an update.
+
+        Args:
+            x: a batch of inputs, an array of the model's backend in the model's dtype.
+            y: the batch's targets, in the layout the loss expects (as ``fit`` prepares them).
+            backend: the backend to compute on. Defaults to None: the model's.
+            sample_weight: None, or one weight per sample (n,) of the model's dtype on the same
+                device: the loss is ``sum(sample_weight * loss) / n``, as Keras.
+
+        Returns:
+            A ``Step``: the loss (weight penalties included), the predictions, the gradient of
+            every trainable weight (penalty gradients included), and the saved contexts
+            ``apply_gradients`` hands to ``update_state``.
+
+        >>> step = model.compute_gradients(nnx.asarray(x), nnx.asarray(y)); model.apply_gradients(step.grads)
+        """
         backend = backend or self.backend
         xp = backend.xp
         p, saved = self.forward(x, training=True)
@@ -290,7 +426,16 @@ class Sequential(Layer):
         return Step(loss, p, out, saved)
 
     def apply_gradients(self, grads: dict, saved: list | None = None) -> None:
-        """One optimizer step from ``grads`` (consumed), then the layers' non-trainable state."""
+        """One optimizer step from ``grads``, then the layers' non-trainable state.
+
+        Args:
+            grads: a dict from weight record to gradient, as ``compute_gradients`` returns it;
+                consumed (the update may overwrite the arrays).
+            saved: the saved contexts of that step, for ``update_state``. Defaults to None (no
+                state update).
+
+        >>> model.apply_gradients(step.grads, step.saved)
+        """
         self.optimizer.apply(grads, self.backend)
         if saved is not None:
             self.update_state(saved)
@@ -332,6 +477,7 @@ class Sequential(Layer):
 
     @property
     def compiled(self) -> bool:
+        """Whether ``compile`` has given the model an optimizer and a loss."""
         return self.optimizer is not None and self.loss is not None
 
     @property
@@ -521,6 +667,7 @@ class Sequential(Layer):
             wv = self._prepare_weights(xv, yv, wv, None, backend, what="validation ")
             validation = _training.Batches([xv, yv] + ([] if wv is None else [wv]), batch_size, backend)
         self._ensure_built(xt)
+        before = self._random_state(), self.optimizer.iterations
         if self._shuffle_rng is None:
             self._shuffle_rng = _random.new_generator()
         train = _training.Batches([xt, yt] + ([] if wt is None else [wt]), batch_size, backend,
@@ -529,10 +676,32 @@ class Sequential(Layer):
                               {"fit": True, "epochs": epochs, "steps": len(train), "verbose": verbose,
                                "batch_size": batch_size})
         self.history = loop.history
-        return loop.fit(train, epochs, initial_epoch, validation)
+        try:
+            return loop.fit(train, epochs, initial_epoch, validation)
+        except _data.NonFiniteResult:
+            if self.optimizer.iterations == before[1]:  # refused before the first step: as if never called
+                self._set_random_state(before[0])
+            raise
 
     def train_on_batch(self, x: Any, y: Any, sample_weight: Any = None, class_weight: dict | None = None) -> float:
-        """One optimizer step on one batch; returns its loss (weighted as in ``fit``)."""
+        """One optimizer step on one batch.
+
+        Args:
+            x: the batch's inputs (numpy array, nested lists or an array of the current backend).
+            y: its targets, as for ``fit``.
+            sample_weight: one non-negative weight per sample, as for ``fit``. Defaults to None.
+            class_weight: ``{label: weight}``, as for ``fit``; not with ``sample_weight``.
+                Defaults to None.
+
+        Returns:
+            The batch's loss before the step (weighted), a float.
+
+        Raises:
+            RuntimeError: the model is not compiled, or lives on another backend.
+            ValueError: bad data or weights (as ``fit``), before any weight changes.
+
+        >>> loss = model.train_on_batch(x[:32], y[:32])
+        """
         self._require_compiled("training")
         backend = self._check_backend()
         if class_weight is not None and sample_weight is not None:
@@ -554,14 +723,36 @@ class Sequential(Layer):
                  callbacks: Any = None) -> float | list[float] | dict[str, float]:
         """The loss (with weight penalties) and metrics over (x, y), in inference mode.
 
-        Returns a float when there are no metrics, else ``[loss, *metrics]`` in the order of
-        ``metrics_names``, or a dict with ``return_dict=True``. ``sample_weight`` (n,) weighs the
-        loss as in ``fit``; the metrics stay unweighted.
+        Args:
+            x: inputs (numpy array, nested lists or an array of the current backend).
+            y: targets, as for ``fit``.
+            batch_size: samples per batch. Defaults to None, which means 32.
+            verbose: 0 silent, 1 a progress bar, 2 one line, ``"auto"`` (1 on a terminal, else
+                2). Defaults to 0.
+            sample_weight: one non-negative weight per sample, shape (n,): the loss is
+                ``sum(w * loss) / n`` as in ``fit``; the metrics stay unweighted. Defaults to
+                None.
+            return_dict: return ``{name: value}`` instead of a list. Defaults to False.
+            callbacks: a ``Callback`` or a list of them (their ``on_test_*`` hooks run).
+                Defaults to None.
+
+        Returns:
+            A float when there are no metrics, else ``[loss, *metrics]`` in the order of
+            ``metrics_names``, or a dict with ``return_dict=True``.
+
+        Raises:
+            RuntimeError: the model is not compiled, or lives on another backend.
+            TypeError: ``return_dict`` is not a bool.
+            ValueError: bad arguments, data or weights; or a loss or metric that is NaN or inf
+                although the data and the weights are finite (the data overflows the model's
+                float type).
 
         >>> loss, acc = model.evaluate(x_test, y_test)
         """
         self._require_compiled("evaluation")
         backend = self._check_backend()
+        if not isinstance(return_dict, (bool, np.bool_)):
+            raise TypeError(f"return_dict must be True or False; received {return_dict!r}.")
         batch_size = 32 if batch_size is None else as_int(batch_size, "batch_size")
         verbose = _progbar.resolve_verbose(verbose)
         _training._as_list(callbacks)
@@ -572,6 +763,10 @@ class Sequential(Layer):
         self._ensure_built(x)
         loop = _training.Loop(self, backend, callbacks, verbose, {})
         logs = loop.evaluate(_training.Batches([x, y] + ([] if w is None else [w]), batch_size, backend))
+        if not all(math.isfinite(v) for v in logs.values()):
+            error = _data.overflow_error(self, backend, "The loss or a metric", {"x": x, "y": y})
+            if error is not None:
+                raise error
         if return_dict:
             return logs
         values = list(logs.values())
@@ -579,14 +774,44 @@ class Sequential(Layer):
 
     def test_on_batch(self, x: Any, y: Any, sample_weight: Any = None,
                       return_dict: bool = False) -> float | list[float] | dict[str, float]:
-        """``evaluate`` on one batch."""
+        """``evaluate`` on one batch, in inference mode.
+
+        Args:
+            x: the batch's inputs.
+            y: its targets, as for ``fit``.
+            sample_weight: one non-negative weight per sample, as for ``evaluate``. Defaults to
+                None.
+            return_dict: return ``{name: value}`` instead of a list. Defaults to False.
+
+        Returns:
+            As ``evaluate``: a float, ``[loss, *metrics]``, or a dict.
+
+        Raises:
+            As ``evaluate``.
+
+        >>> loss, acc = model.test_on_batch(x[:32], y[:32])
+        """
         x = _data.to_array(x, self._check_backend(), "x")
         return self.evaluate(x, y, batch_size=max(1, int(x.shape[0]) if x.ndim else 1), sample_weight=sample_weight,
                              return_dict=return_dict)
 
     def predict(self, x: Any, batch_size: int | None = None, verbose: int | str = 0, callbacks: Any = None) -> Any:
-        """Outputs for ``x``, computed batch by batch in inference mode, as an array of the
-        current backend.
+        """Outputs for ``x``, computed batch by batch in inference mode.
+
+        Args:
+            x: inputs (numpy array, nested lists or an array of the current backend).
+            batch_size: samples per batch. Defaults to None, which means 32.
+            verbose: 0 silent, 1 a progress bar, 2 one line, ``"auto"``. Defaults to 0.
+            callbacks: a ``Callback`` or a list of them (their ``on_predict_*`` hooks run).
+                Defaults to None.
+
+        Returns:
+            An array of the current backend, shape ``(n, *output_shape)``.
+
+        Raises:
+            RuntimeError: the model lives on another backend.
+            ValueError: bad arguments or data; or a prediction that is NaN or inf although the
+                data and the weights are finite (the data overflows the model's float type).
 
         >>> probabilities = model.predict(x_test)
         """
@@ -599,10 +824,28 @@ class Sequential(Layer):
         outputs = loop.predict(_training.Batches([x], batch_size, backend))
         if not outputs:
             return backend.xp.zeros((0, *self.output_shape), dtype=backend.dtype(self.dtype), device=backend.device)
-        return outputs[0] if len(outputs) == 1 else backend.xp.concat(outputs, axis=0)
+        out = outputs[0] if len(outputs) == 1 else backend.xp.concat(outputs, axis=0)
+        if not _data.all_finite([out], backend):
+            error = _data.overflow_error(self, backend, "A prediction", {"x": x})
+            if error is not None:
+                raise error
+        return out
 
     def predict_on_batch(self, x: Any) -> Any:
-        """The outputs for one batch ``x``."""
+        """The outputs for one batch, in inference mode (no batching, no callbacks).
+
+        Args:
+            x: the batch's inputs.
+
+        Returns:
+            An array of the current backend.
+
+        Raises:
+            RuntimeError: the model lives on another backend.
+            ValueError: bad data.
+
+        >>> p = model.predict_on_batch(x[:32])
+        """
         backend = self._check_backend()
         x = self._prepare_x(x, backend)
         if _data.is_host(x):
@@ -610,6 +853,17 @@ class Sequential(Layer):
         return self.forward(x, training=False)[0]
 
     def __call__(self, x: Any, training: bool = False) -> Any:
+        """The outputs for one batch, as ``predict_on_batch``.
+
+        Args:
+            x: the batch's inputs.
+            training: run the layers in training mode (Dropout drops). Defaults to False.
+
+        Returns:
+            An array of the current backend.
+
+        >>> y = model(x[:8])
+        """
         backend = self._check_backend()
         x = self._prepare_x(x, backend)
         if _data.is_host(x):
@@ -618,11 +872,29 @@ class Sequential(Layer):
 
     # -- weights ---------------------------------------------------------------------------
     def get_weights(self) -> list[Any]:
-        """Every weight as a host numpy array, layer by layer in Keras order."""
+        """Every weight as a host numpy array (a copy), layer by layer in Keras order.
+
+        Returns:
+            A list of ``numpy.ndarray``, e.g. ``[kernel, bias, kernel_1, bias_1]``.
+
+        >>> weights = model.get_weights()
+        """
         return [w for layer in self.layers for w in layer.get_weights()]
 
     def set_weights(self, weights: list[Any]) -> None:
-        """Replace every weight; counts, shapes and values are checked before anything changes."""
+        """Replace every weight; counts, shapes and values are checked before anything changes.
+
+        Args:
+            weights: one array per weight, in the order of ``get_weights`` (numpy arrays, nested
+                lists or arrays of any backend); cast to the model's dtype.
+
+        Raises:
+            TypeError: ``weights`` is not a list (or other iterable) of arrays.
+            ValueError: a wrong count, shape or dtype, or a value that is NaN or inf after the
+                cast; no weight changes then.
+
+        >>> model.set_weights(other.get_weights())
+        """
         if isinstance(weights, (str, bytes, dict)) or not hasattr(weights, "__iter__"):
             raise TypeError(f"set_weights expects a list of {len(self.weights)} weight arrays; "
                             f"received {type(weights).__name__}.")
@@ -639,6 +911,20 @@ class Sequential(Layer):
             layer.set_weights(hosts)
 
     def check_weights(self, weights: list[Any]) -> list[Any]:
+        """Host copies of ``weights`` in the layers' dtypes, checked as ``set_weights`` does,
+        without changing anything.
+
+        Args:
+            weights: one array per weight, in the order of ``get_weights``.
+
+        Returns:
+            A list of ``numpy.ndarray``.
+
+        Raises:
+            ValueError: a wrong count, shape or dtype, or a non-finite value.
+
+        >>> model.check_weights(model.get_weights())
+        """
         weights = list(weights)
         out, i = [], 0
         if len(weights) != len(self.weights):
@@ -650,10 +936,33 @@ class Sequential(Layer):
         return out
 
     def count_params(self) -> int:
+        """The number of scalars in all the weights, trainable or not.
+
+        Returns:
+            An int (``summary`` prints it as ``Total params``).
+
+        >>> nnx.Sequential([nnx.Input(4), nnx.Dense(3)]).count_params()   # 15
+        """
         return sum(layer.count_params() for layer in self.layers)
 
     def to_backend(self, name: str | _backend.Backend | None = None, device: Any = None) -> "Sequential":
-        """Move the weights and optimizer state onto backend ``name`` (None: the current one)."""
+        """Move the weights and optimizer state onto another backend (through the host).
+
+        Args:
+            name: a backend name (``"numpy"``, ``"cupy"``, ``"array_api_strict"``), an
+                ``nnx.Backend``, or None (the default): the current backend.
+            device: the device for a backend given by name. Defaults to None: the backend's
+                default device.
+
+        Returns:
+            The model itself.
+
+        Raises:
+            ValueError: an unknown backend name.
+            RuntimeError: a backend that cannot run here.
+
+        >>> with nnx.use_backend("cupy"): model.to_backend()
+        """
         if isinstance(name, _backend.Backend):
             target = name
         else:
@@ -669,6 +978,14 @@ class Sequential(Layer):
 
     # -- config ----------------------------------------------------------------------------
     def get_config(self) -> dict:
+        """The architecture as JSON-able values: name, trainable, input shape and every layer's
+        config (no weights, no compile settings).
+
+        Returns:
+            A dict that ``Sequential.from_config`` reads.
+
+        >>> clone = nnx.Sequential.from_config(model.get_config())
+        """
         config = {
             "name": self.name,
             "trainable": self.trainable,
@@ -682,7 +999,20 @@ class Sequential(Layer):
 
     @classmethod
     def from_config(cls, config: dict) -> "Sequential":
-        """Same architecture with fresh weights (built on the current backend when the input shape is known)."""
+        """A model of the same architecture with fresh weights, built on the current backend in
+        the current floatx when the config holds the input shape; not compiled.
+
+        Args:
+            config: what ``get_config`` returned.
+
+        Returns:
+            The new ``Sequential``.
+
+        Raises:
+            ValueError: a config that is not a model config (an unknown layer class, bad values).
+
+        >>> clone = nnx.Sequential.from_config(model.get_config())
+        """
         if not isinstance(config, dict):
             raise ValueError(f"A Sequential config must be a dict; received {type(config).__name__}.")
         layers = config.get("layers", [])
@@ -704,30 +1034,79 @@ class Sequential(Layer):
         return model
 
     def to_json(self) -> str:
-        """The architecture as a JSON string (``nnx.models.model_from_json`` reads it)."""
+        """The architecture as a JSON string, as Keras's ``to_json``.
+
+        Returns:
+            A str that ``nnx.models.model_from_json`` reads (fresh weights).
+
+        >>> clone = nnx.models.model_from_json(model.to_json())
+        """
         import json
 
         return json.dumps({"class_name": "Sequential", "config": self.get_config()})
 
     def summary(self, print_fn: Any = None, line_length: int = 72) -> None:
         """Print a Keras-style table: Layer (type), Output Shape, Param #, and the totals
-        (trainable and non-trainable apart)."""
+        (``Total params``, trainable and non-trainable apart).
+
+        Args:
+            print_fn: called with the whole table as one string. Defaults to None: ``print``.
+            line_length: the table's width in characters. Defaults to 72.
+
+        >>> model.summary()
+        """
         from .summary import render
 
         (print_fn or print)(render(self, line_length))
 
     def save(self, filepath: str) -> None:
-        """Save architecture, weights, compile config and optimizer state to one ``.nnx`` file."""
+        """Save the architecture, weights, compile config, optimizer state and the states of the
+        shuffle generator and dropout stream to one ``.nnx`` file, atomically (a temporary file
+        in the same folder, then a rename). ``nnx.load_model`` resumes training exactly.
+
+        Args:
+            filepath: the file to write (str or ``os.PathLike``); an existing file is replaced.
+
+        Raises:
+            TypeError: ``filepath`` is not a path.
+            ValueError: the model is not built; a path that cannot be a file (empty, a NUL
+                byte, a folder, a folder that does not exist). Nothing is written then.
+            OSError: the file system refuses the write (permissions, a full disk).
+
+        >>> model.save("model.nnx"); model = nnx.load_model("model.nnx")
+        """
         from .saving import save_model
 
         save_model(self, filepath)
 
     def save_weights(self, filepath: str) -> None:
+        """Save the weights alone (no architecture, no optimizer state) to a file, atomically.
+
+        Args:
+            filepath: the file to write (str or ``os.PathLike``).
+
+        Raises:
+            TypeError, ValueError, OSError: as ``save``.
+
+        >>> model.save_weights("weights.nnx"); other.load_weights("weights.nnx")
+        """
         from .saving import save_weights
 
         save_weights(self, filepath)
 
     def load_weights(self, filepath: str) -> None:
+        """Load weights saved by ``save_weights`` into this model (same architecture).
+
+        Args:
+            filepath: the file to read.
+
+        Raises:
+            ValueError: no such file (the error is also a ``FileNotFoundError``), a file that is
+                not an nnx weights file, or weights whose count or shapes do not match the
+                model's; no weight changes then.
+
+        >>> model.load_weights("weights.nnx")
+        """
         from .saving import load_weights
 
         load_weights(self, filepath)
@@ -787,7 +1166,19 @@ def _from_file_bytes(blob: bytes) -> Sequential:
 
 
 def model_from_json(text: str) -> Sequential:
-    """A ``Sequential`` (fresh weights) from ``model.to_json()``."""
+    """A ``Sequential`` (fresh weights, not compiled) from ``model.to_json()``.
+
+    Args:
+        text: the JSON string.
+
+    Returns:
+        The model, built on the current backend when the JSON holds its input shape.
+
+    Raises:
+        ValueError: text that is not JSON or not a Sequential's.
+
+    >>> clone = nnx.models.model_from_json(model.to_json())
+    """
     import json
 
     try:
@@ -802,7 +1193,19 @@ def model_from_json(text: str) -> Sequential:
 
 
 def load_model(filepath: str) -> Sequential:
-    """Load a model saved with ``model.save`` (same as ``nnx.load_model``)."""
+    """Load a model saved with ``model.save`` (the same as ``nnx.load_model``).
+
+    Args:
+        filepath: the file to read.
+
+    Returns:
+        The ``Sequential``, compiled and with its optimizer state, on the current backend.
+
+    Raises:
+        ValueError: as ``nnx.load_model``.
+
+    >>> model = nnx.models.load_model("model.nnx")
+    """
     from .saving import load_model as _load
 
     return _load(filepath)

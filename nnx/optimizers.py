@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import sys
+import numbers
 from typing import Any
 
 from . import schedules
@@ -49,7 +50,17 @@ def _sum_of_squares(xp: Any, g: Any) -> Any:
 
 
 class Optimizer:
-    """Base class: ``apply(grads)`` updates each weight record in ``grads`` in place.
+    """Base class: ``apply(grads, backend)`` updates each weight record in ``grads`` in place.
+    Subclasses name their per-weight state arrays in ``slots`` and write ``update``.
+
+    Args:
+        learning_rate: the step size, a finite float >= 0; settable at any time
+            (``optimizer.learning_rate = 1e-4``). Defaults to 0.01.
+
+    Attributes: ``iterations``, the number of steps applied (one per step, not per weight).
+
+    Raises:
+        ValueError: a learning rate that is negative, NaN, inf or not a number.
 
     Args (every optimizer):
         learning_rate: a float >= 0, or a schedule from ``nnx.optimizers.schedules``.
@@ -138,10 +149,19 @@ class Optimizer:
         return 0.0
 
     def apply(self, grads: dict[Any, Any], backend: Any) -> None:
-        """One step: update every weight record in ``grads`` in place (the gradients are consumed).
+        """One step: update every weight record in ``grads`` in place, creating its slot arrays
+        at its first step, and count the step in ``iterations``.
 
         The rate is the one at ``iterations`` before the step (a schedule's ``schedule(t)`` for
-        the step taken when ``t`` steps are done), the gradients are clipped first, on the device."""
+        the step taken when ``t`` steps are done); the gradients are clipped first, on the device.
+
+        Args:
+            grads: a dict from weight record to gradient; consumed (the update may overwrite the
+                arrays).
+            backend: the weights' backend (its ``ops`` do the arithmetic).
+
+        >>> model.optimizer.apply(step.grads, model.backend)
+        """
         lr = self.learning_rate
         if self.clipnorm is not None or self.clipvalue is not None or self.global_clipnorm is not None:
             grads = self._clip_gradients(grads, backend.xp)
@@ -172,13 +192,28 @@ class Optimizer:
         return {w: g * xp.astype(scale, g.dtype) for w, g in grads.items()}
 
     def update(self, ops: Any, w: Any, g: Any, slots: list[Any], lr: float) -> None:
-        """Update the array ``w`` in place from its gradient ``g`` (consumed), its slots and the
-        step's learning rate ``lr``."""
+        """Update the array ``w`` in place from its gradient and its slots (subclasses write it).
+
+        Args:
+            ops: the backend's operations object (``backend.ops``).
+            w: the weight's array, updated in place.
+            g: its gradient; consumed.
+            slots: its state arrays, one per name in ``slots``, updated in place.
+            lr: the step's learning rate.
+
+        >>> ops.sgd_update(w, g, None, lr, 0.0, False)   # what SGD.update does
+        """
         raise NotImplementedError
 
     # -- config and state ------------------------------------------------------------------
     def get_config(self) -> dict:
-        """Constructor arguments, JSON-ready (a schedule as ``{"class_name", "config"}``)."""
+        """The constructor arguments, JSON-ready (a schedule as ``{"class_name", "config"}``).
+
+        Returns:
+            A dict that ``from_config`` reads.
+
+        >>> nnx.optimizers.Adam().get_config()["beta_1"]   # 0.9
+        """
         return {"learning_rate": self._learning_rate_config(), **self._own_config(), "clipnorm": self.clipnorm,
                 "clipvalue": self.clipvalue, "global_clipnorm": self.global_clipnorm}
 
@@ -192,17 +227,54 @@ class Optimizer:
 
     @classmethod
     def from_config(cls, config: dict) -> "Optimizer":
+        """A new optimizer (no state) from ``get_config()``.
+
+        Args:
+            config: the constructor arguments.
+
+        Returns:
+            The optimizer.
+
+        Raises:
+            TypeError: an argument the class does not take.
+            ValueError: a value out of range.
+
+        >>> nnx.optimizers.SGD.from_config({"learning_rate": 0.1, "momentum": 0.9})
+        """
         return cls(**config)
 
     def get_state(self, to_numpy, weights: list[Any] | None = None) -> dict:
-        """Step count and slot arrays (host numpy) for saving, in the order of ``weights``
-        (default: the order the weights were first updated)."""
+        """The step count and the slot arrays, on the host, for saving.
+
+        Args:
+            to_numpy: a function that copies an array to the host (``nnx.to_numpy``).
+            weights: the weight records, in the order wanted (a weight without slots yet is
+                left out). Defaults to None: the order the weights were first updated.
+
+        Returns:
+            ``{"iterations": int, "slots": [[numpy arrays of one weight], ...]}``.
+
+        >>> state = model.optimizer.get_state(nnx.to_numpy, model.trainable_weights)
+        """
         order = list(self._slots) if weights is None else [w for w in weights if w in self._slots]
         return {"iterations": self.iterations, "slots": [[to_numpy(a) for a in self._slots[w]] for w in order]}
 
     def set_state(self, state: dict, backend: Any, params: list[Any]) -> None:
-        """Restore ``get_state()`` output onto ``backend`` for the weight records ``params``;
-        shapes are checked before anything changes."""
+        """Restore ``get_state()`` output onto ``backend`` for the weight records ``params``.
+        Everything is checked before anything changes.
+
+        Args:
+            state: ``{"iterations": int, "slots": [[host arrays of one weight], ...]}``, as
+                ``get_state`` returns it.
+            backend: the backend the slot arrays go to.
+            params: the weight records the slot lists belong to, in order.
+
+        Raises:
+            ValueError: slot shapes that do not match the weights, a slot value that is NaN or
+                inf in the weight's dtype, or ``iterations`` that is not a non-negative int.
+
+        >>> model.optimizer.set_state(state, model.backend, model.trainable_weights)
+        """
         slots = state["slots"]
         if slots:
             expected = [[tuple(w.shape)] * len(self.slots) for w in params]
@@ -210,14 +282,25 @@ class Optimizer:
             if received != expected:
                 raise ValueError(f"Optimizer state does not match the model's weights: expected slot shapes "
                                  f"{expected}, received {received}.")
-        iterations = int(state["iterations"])
-        if iterations < 0:
-            raise ValueError(f"Optimizer iterations must be >= 0; received {iterations}.")
-        self._slots = {w: [backend.from_host(a.astype(str(w.numpy().dtype), copy=False)) for a in s]
-                       for s, w in zip(slots, params)}
-        self.iterations = iterations
+        iterations = state["iterations"]
+        if isinstance(iterations, bool) or not isinstance(iterations, numbers.Integral) or iterations < 0:
+            raise ValueError(f"Optimizer iterations must be a non-negative int; received {iterations!r}.")
+        from .data import host_weight  # cast to the weight's dtype, then refuse NaN / inf (1e39 in float32)
+
+        hosts = [[host_weight(a, w.shape, str(w.numpy().dtype), f"optimizer slot {j} of weight {w.path!r}")
+                  for j, a in enumerate(s)] for s, w in zip(slots, params)]
+        self._slots = {w: [backend.from_host(a) for a in s] for s, w in zip(hosts, params)}
+        self.iterations = int(iterations)
 
     def to_backend(self, backend: Any, to_numpy) -> None:
+        """Move the slot arrays (through the host) onto ``backend``.
+
+        Args:
+            backend: the target ``nnx.Backend``.
+            to_numpy: a function that copies an array to the host (``nnx.to_numpy``).
+
+        >>> model.optimizer.to_backend(nnx.get_backend(), nnx.to_numpy)
+        """
         self._slots = {w: [backend.from_host(to_numpy(a)) for a in s] for w, s in self._slots.items()}
 
     def __repr__(self) -> str:
@@ -281,8 +364,14 @@ class Adam(Optimizer):
         self.epsilon = _check_float(epsilon, "epsilon", 0.0, math.inf, low_open=True, high_open=True)
 
     def step_size(self, lr: float | None = None, t: int | None = None) -> float:
-        """The bias-corrected step ``lr sqrt(1 - b2^t) / (1 - b1^t)`` of step ``t`` (default: the
-        step just counted, ``iterations``) at rate ``lr`` (default: the current rate)."""
+        """The bias-corrected step ``lr sqrt(1 - b2^t) / (1 - b1^t)``.
+
+        Args:
+            lr: the rate (default: the current one).
+            t: the step (default: the step just counted, ``iterations``).
+
+        >>> nnx.optimizers.Adam(0.1).step_size(t=1)   # 0.1
+        """
         t = self.iterations if t is None else t
         lr = self.learning_rate if lr is None else lr
         return lr * math.sqrt(1.0 - self.beta_2**t) / (1.0 - self.beta_1**t)
@@ -396,11 +485,30 @@ registry.add(Adagrad, "adagrad")
 
 
 def get(identifier: str | dict | Optimizer) -> Optimizer:
-    """An optimizer from its name (default arguments; ``"adam"`` or ``"Adam"``), a config dict,
-    or an instance."""
+    """An optimizer from its name, a config dict, or an instance.
+
+    Args:
+        identifier: a name (``"adam"`` or ``"Adam"``, ``"sgd"``, ``"rmsprop"``: default
+            arguments), a ``{"class_name": ..., "config": {...}}`` dict, or an ``Optimizer``
+            (returned as is).
+
+    Returns:
+        An ``Optimizer``.
+
+    Raises:
+        ValueError: an unknown name (the message lists the valid ones) or a bad config.
+
+    >>> nnx.optimizers.get("adam").learning_rate   # 0.001
+    """
     return registry.get(identifier)
 
 
 def serialize(optimizer: Optimizer) -> dict:
-    """``{"class_name": ..., "config": ...}``, JSON-ready (a schedule nested as its own dict)."""
+    """``{"class_name": ..., "config": ...}``, JSON-ready (a schedule nested as its own dict).
+
+    Args:
+        optimizer: the optimizer to describe.
+
+    >>> nnx.optimizers.serialize(nnx.optimizers.SGD())["class_name"]   # "SGD"
+    """
     return {"class_name": type(optimizer).__name__, "config": optimizer.get_config()}

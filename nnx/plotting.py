@@ -7,7 +7,17 @@ from typing import Any
 def plot_history(history: Any, path: str | None = None, title: str | None = None) -> Any:
     """Plot loss and each metric per epoch, training and validation, one panel each.
 
-    Saves to ``path`` when given; returns the matplotlib Figure.
+    Args:
+        history: a ``History`` (what ``fit`` returns) or its ``.history`` dict.
+        path: where to save the figure (PNG, …). Defaults to None: not saved.
+        title: a title over the panels. Defaults to None.
+
+    Returns:
+        The matplotlib ``Figure``.
+
+    Raises:
+        ImportError: matplotlib is not installed (``pip install 'nnx[plot]'``).
+        ValueError: a history with no logs.
 
     >>> nnx.plot_history(model.fit(x, y, validation_split=0.2, epochs=20), path="history.png")
     """

@@ -15,6 +15,7 @@ first, so a callback's message never lands in the middle of a bar::
 """
 from __future__ import annotations
 
+import numbers
 import sys
 import time
 from collections.abc import Mapping
@@ -75,12 +76,30 @@ def message(text: str, stream: TextIO | None = None) -> None:
 
 
 def resolve_verbose(verbose: int | str, stream: TextIO | None = None) -> int:
-    if verbose == "auto":
-        stream = stream or sys.stdout
-        return 1 if getattr(stream, "isatty", lambda: False)() else 2
-    if verbose not in (0, 1, 2):
-        raise ValueError(f"verbose must be 0, 1, 2 or 'auto'; received {verbose!r}.")
-    return int(verbose)
+    """The verbosity as 0, 1 or 2: ``"auto"`` is 1 when ``stream`` (default ``sys.stdout``) is a
+    terminal, else 2.
+
+    Args:
+        verbose: 0, 1, 2 (an int of any integer type; ``True`` / ``False`` count as 1 / 0, as in
+            Python) or ``"auto"``.
+        stream: the stream ``"auto"`` looks at. Defaults to the current ``sys.stdout``.
+
+    Returns:
+        0, 1 or 2.
+
+    Raises:
+        ValueError: anything else (another string, a float, an array, None).
+
+    >>> progbar.resolve_verbose("auto")   # 2 when stdout is not a terminal
+    """
+    if isinstance(verbose, str):
+        if verbose == "auto":
+            stream = stream or sys.stdout
+            return 1 if getattr(stream, "isatty", lambda: False)() else 2
+    elif isinstance(verbose, numbers.Integral) and int(verbose) in (0, 1, 2):
+        return int(verbose)
+    shown = f"an array of shape {tuple(verbose.shape)}" if getattr(verbose, "ndim", 0) else repr(verbose)
+    raise ValueError(f"verbose must be 0, 1, 2 or 'auto'; received {shown}.")
 
 
 def _format_time(seconds: float) -> str:

@@ -1,6 +1,7 @@
 """Model files: one ``.nnx`` file (a zip of ``.npy`` arrays, no pickle anywhere) holding the
-architecture and compile config as JSON, every weight, and the optimizer's state, written
-atomically (a temporary file in the same folder, then ``os.replace``).
+architecture and compile config as JSON, every weight, the optimizer's state, and the states of the
+model's shuffle generator and dropout stream (JSON), written atomically (a temporary file in the
+same folder, then ``os.replace``).
 
 Reading a file costs memory and time in proportion to the model it describes, whatever the file
 holds, and anything that is not a complete nnx file raises ``ValueError``:
@@ -23,6 +24,7 @@ array is bounded by the data the file holds, and the model's own ``set_weights``
 """
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -61,6 +63,64 @@ _MEMBER = re.compile(r"(?:__nnx__|weight_(?:0|[1-9][0-9]{0,8})|slot_(?:0|[1-9][0
 
 class _Refused(ValueError):
     """Raised inside this module for a file it refuses; surfaces as a plain ``ValueError``."""
+
+
+class MissingFileError(FileNotFoundError, ValueError):
+    """``load_model`` / ``load_weights`` on a path where there is no file: a ``ValueError`` (as
+    Keras 3 raises, and as nnx raises for every file it cannot load) that is also a
+    ``FileNotFoundError``, so ``except FileNotFoundError`` / ``except OSError`` keep working.
+    ``errno`` is ``ENOENT`` and ``filename`` the path, as for ``open``.
+
+    >>> try:
+    ...     model = nnx.load_model("checkpoint.nnx")
+    ... except FileNotFoundError:
+    ...     model = build_model()
+    """
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def _path_of(filepath: Any) -> str:
+    """``filepath`` as a str path, checked for what no file name can be."""
+    try:
+        path = os.fspath(filepath)
+    except TypeError:
+        raise TypeError(f"filepath must be a str or os.PathLike; received {type(filepath).__name__}.") from None
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    if path == "":
+        raise ValueError("filepath must name a file; received an empty string.")
+    if "\x00" in path:
+        raise ValueError(f"filepath must not contain a NUL byte; received {path!r}.")
+    return path
+
+
+def _target_path(filepath: Any) -> str:
+    """The path ``save`` writes to, checked before anything is written: it must name a file (not
+    a folder) in a folder that exists."""
+    path = _path_of(filepath)
+    if os.path.isdir(path):
+        raise ValueError(f"filepath must name a file; received {path!r}, which is a folder.")
+    if os.path.basename(path) == "":
+        raise ValueError(f"filepath must name a file; received {path!r}, which ends in a path separator.")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        what = "is not a folder" if os.path.exists(folder) else "does not exist"
+        raise ValueError(f"The folder a file is saved in must exist; received {path!r}, whose folder "
+                         f"{folder!r} {what}.")
+    return path
+
+
+def _source_path(filepath: Any) -> str:
+    """The path ``load_model`` reads, checked: a file that exists."""
+    path = _path_of(filepath)
+    if os.path.isdir(path):
+        raise ValueError(f"Expected the path of an nnx file; received {path!r}, which is a folder.")
+    if not os.path.isfile(path):
+        raise MissingFileError(errno.ENOENT, f"No such file: {path!r} (expected the path of a file written by "
+                                             f"model.save or model.save_weights).", path)
+    return path
 
 
 # -- writing -----------------------------------------------------------------------------------
@@ -325,9 +385,7 @@ def _no_constant(name: str) -> None:
 def _read_file(path: str, expected: str, plan: Callable[[dict, _Archive], dict[str, np.ndarray]]) -> tuple[dict, dict]:
     """Open ``path``, check its directory and header, and read the arrays ``plan`` asks for (after
     checking the file against the header). Anything wrong with the file raises ``ValueError``."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"No such file: {path!r}.")
+    path = _source_path(path)
     with open(path, "rb") as fh:
         try:
             if fh.read(4) != b"PK\x03\x04":
@@ -460,7 +518,7 @@ def _normalization_weights(name: str, cfg: dict, shape: tuple[int, ...], path: s
     return out
 
 
-def _rng_from(state: Any, path: str) -> np.random.Generator | None:
+def _rng_from(state: Any, path: str, what: str = "shuffle") -> np.random.Generator | None:
     if state is None:
         return None
 
@@ -470,13 +528,13 @@ def _rng_from(state: Any, path: str) -> np.random.Generator | None:
         return isinstance(value, str) or _is_int(value)
 
     if not isinstance(state, dict) or not isinstance(state.get("bit_generator"), str) or not plain(state, 0):
-        raise _Refused(f"{path!r} holds an invalid shuffle state.")
+        raise _Refused(f"{path!r} holds an invalid {what} state.")
     try:
         return _random.generator_from_state(state)
     except MemoryError:
         raise
     except Exception as e:
-        raise _Refused(f"{path!r} holds an invalid shuffle state: {e}") from None
+        raise _Refused(f"{path!r} holds an invalid {what} state: {e}") from None
 
 
 def _check_compile(cfg: Any, weights: int, path: str) -> None:
@@ -548,6 +606,7 @@ def _model_plan(meta: dict, archive: _Archive) -> dict[str, np.ndarray]:
     compile_cfg = meta.get("compile")
     _check_compile(compile_cfg, count, path)
     meta["_rng"] = _rng_from(meta.get("shuffle_rng"), path)
+    meta["_dropout_rng"] = _rng_from(meta.get("dropout_rng"), path, "dropout")  # absent in older files
     implied, exact, units_beyond = _architecture(meta.get("config"), path)
     slots = compile_cfg["slots"] if compile_cfg else []
 
@@ -607,6 +666,22 @@ def _arrays(arrays: dict[str, np.ndarray], prefix: str, count: int) -> list[np.n
 
 # -- whole models ------------------------------------------------------------------------------
 def save_model(model: Any, filepath: str) -> None:
+    """Write ``model`` to an ``.nnx`` file, atomically (``model.save`` calls this).
+
+    Args:
+        model: a built ``Sequential``.
+        filepath: the file to write (str or ``os.PathLike``); an existing file is replaced.
+
+    Raises:
+        TypeError: ``filepath`` is not a path.
+        ValueError: the model is not built, its config exceeds ``MAX_HEADER_BYTES`` of JSON, or
+            the path cannot be a file (empty, a NUL byte, a folder, a missing folder); nothing
+            is written then.
+        OSError: the file system refuses the write.
+
+    >>> save_model(model, "model.nnx")
+    """
+    filepath = _target_path(filepath)
     if not model.built:
         raise ValueError("Build the model (give it an Input, or fit it) before saving it.")
     weights = model.get_weights()
@@ -618,6 +693,7 @@ def save_model(model: Any, filepath: str) -> None:
         "weights": len(weights),
         "compile": None,
         "shuffle_rng": None if model._shuffle_rng is None else model._shuffle_rng.bit_generator.state,
+        "dropout_rng": None if model._dropout_rng is None else model._dropout_rng.state(),
     }
     arrays = {f"weight_{i}": w for i, w in enumerate(weights)}
     if model.compiled:
@@ -638,16 +714,28 @@ def save_model(model: Any, filepath: str) -> None:
 
 def load_model(filepath: str) -> Any:
     """Load a model saved with ``model.save`` onto the current backend, compiled and with its
-    optimizer state, ready to resume training. The caller's ``floatx`` is left as it was.
+    optimizer state, shuffle generator and dropout stream, ready to resume training exactly. The
+    model keeps the float type it was saved in; the caller's ``floatx`` is left as it was.
 
-    A truncated, corrupted, foreign or hostile file raises ``ValueError``, having cost no more
-    memory and time than the model it describes.
+    Args:
+        filepath: the file to read (str or ``os.PathLike``).
+
+    Returns:
+        The ``Sequential``.
+
+    Raises:
+        TypeError: ``filepath`` is not a path.
+        ValueError: no such file (the error is also a ``FileNotFoundError``, naming the path), a
+            folder, an empty path or a NUL byte; a truncated, corrupted, foreign or hostile file
+            (having cost no more memory and time than the model it describes), including
+            optimizer slots that are NaN or inf and a step count that is not a non-negative int.
+            Nothing in the file is executed; pickles are never read.
 
     >>> model = nnx.load_model("model.nnx")
     """
     from .models import Sequential
 
-    filepath = os.fspath(filepath)
+    filepath = _source_path(filepath)
     meta, arrays = _read_file(filepath, FORMAT, _model_plan)
     with _backend.use_floatx(meta["dtype"]):  # this thread, this block: the caller's floatx stays
         try:
@@ -676,11 +764,25 @@ def load_model(filepath: str) -> Any:
                 raise ValueError(f"{filepath!r} holds an invalid compile config or optimizer state: {e}") from e
     if meta["_rng"] is not None:
         model._shuffle_rng = meta["_rng"]
+    if meta["_dropout_rng"] is not None:
+        model._dropout_rng = _random.Stream(meta["_dropout_rng"])
     return model
 
 
 # -- weights only ------------------------------------------------------------------------------
 def save_weights(model: Any, filepath: str) -> None:
+    """Write ``model``'s weights alone to a file, atomically (``model.save_weights`` calls this).
+
+    Args:
+        model: a ``Sequential`` (or any layer).
+        filepath: the file to write.
+
+    Raises:
+        TypeError, ValueError, OSError: as ``save_model``.
+
+    >>> save_weights(model, "weights.nnx")
+    """
+    filepath = _target_path(filepath)
     weights = model.get_weights()
     arrays = {f"weight_{i}": w for i, w in enumerate(weights)}
     arrays[_META] = _meta_array({"format": WEIGHTS_FORMAT, "version": VERSION, "weights": len(weights),
@@ -690,7 +792,17 @@ def save_weights(model: Any, filepath: str) -> None:
 
 def load_weights(model: Any, filepath: str) -> None:
     """Load weights saved with ``save_weights`` into ``model``; nothing changes unless every array
-    matches the model's weights in count and shape."""
+    matches the model's weights in count and shape.
+
+    Args:
+        model: the ``Sequential`` (or layer) to load into.
+        filepath: the file to read.
+
+    Raises:
+        ValueError: as ``load_model`` for the file, or weights that do not match the model's.
+
+    >>> load_weights(model, "weights.nnx")
+    """
     expected = [tuple(w.shape) for w in model.get_weights()]
 
     def plan(meta: dict, archive: _Archive) -> dict[str, np.ndarray]:
@@ -704,6 +816,6 @@ def load_weights(model: Any, filepath: str) -> None:
         _check_members(archive, names, budget)
         return {n: archive.read(n, _expect(path, f"weight {i}", s)) for i, (n, s) in enumerate(zip(names, expected))}
 
-    filepath = os.fspath(filepath)
+    filepath = _source_path(filepath)
     meta, arrays = _read_file(filepath, WEIGHTS_FORMAT, plan)
     model.set_weights(_arrays(arrays, "weight_", meta["weights"]))

@@ -81,22 +81,23 @@ class RunningLogs(Mapping):
 
 class Sums:
     """Per-sample sums of the loss and the mean metrics over an epoch, kept on the device in
-    float32 or wider (float16 sums overflow); stateful metrics (``metric.stateful``: Precision,
-    Recall, AUC) accumulate in ``states``, a fresh copy of each metric per ``Sums``, whose
-    ``state`` lists are additive counts on the device."""
+    float64 where the device has it (a loss near the float32 range times the batch size, summed
+    over an epoch, stays finite), else in float32 (float16 values are widened: their sums overflow
+    at 65504). Stateful metrics (``metric.stateful``: Precision, Recall, AUC) accumulate in
+    ``states``, a fresh copy of each metric per ``Sums``, whose ``state`` lists are additive counts
+    on the device."""
 
-    def __init__(self, model: Any, xp: Any):
+    def __init__(self, model: Any, xp: Any, wide: bool = True):
         self.model, self.xp = model, xp
         self.names = ["loss", *(m.name for m in model.metrics)]
         self.mean_metrics = [m for m in model.metrics if not m.stateful]
         self.states = {m.name: m.fresh() for m in model.metrics if m.stateful}
         self.values: dict[str, Any] = {"loss": 0.0, **{m.name: 0.0 for m in self.mean_metrics}}
         self.count = 0
+        self._to = xp.float64 if wide and hasattr(xp, "float64") else xp.float32
 
     def _wide(self, v: Any) -> Any:
-        xp = self.xp
-        half = getattr(xp, "float16", None)  # not in the Array API standard
-        return xp.astype(v, xp.float32) if half is not None and getattr(v, "dtype", None) == half else v
+        return v if getattr(v, "dtype", self._to) == self._to else self.xp.astype(v, self._to)
 
     def add(self, loss: Any, y: Any, p: Any, n: int) -> None:
         self.values["loss"] = self.values["loss"] + self._wide(loss) * n
@@ -128,12 +129,16 @@ class Loop:
         self.history = history
         self.callbacks = _callbacks.CallbackList(callbacks, model, {k: v for k, v in params.items() if k != "fit"})
         self.verbose = verbose
+        self._check_next_step = bool(params.get("fit"))  # fit's first step is checked before it is applied
 
     # -- one step ---------------------------------------------------------------------------
     def train_step(self, x: Any, y: Any, sample_weight: Any = None) -> tuple[Any, Any]:
         """compute gradients -> reduce -> apply; returns (loss, predictions) of the batch."""
         step = self.model.compute_gradients(x, y, self.backend, sample_weight=sample_weight)
         grads = self.reduce(step.grads)
+        if self._check_next_step:  # finite data that overflows the model: a ValueError, no weight changed
+            self._check_next_step = False
+            _data.check_first_step(self.model, self.backend, step.loss, grads, x, y)
         self.model.apply_gradients(grads, step.saved)
         return step.loss, step.predictions
 
@@ -158,12 +163,14 @@ class Loop:
     def _epochs(self, train, epochs, initial_epoch, validation, batch_hooks, live) -> None:
         model, cbs = self.model, self.callbacks
         for epoch in range(initial_epoch, epochs):
+            if getattr(model, "_dropout_rng", None) is not None:
+                model._dropout_rng.new_epoch()  # a device generator is reseeded from the saved host state
             cbs.call("on_epoch_begin", epoch, {})
             header = f"Epoch {epoch + 1}/{epochs}"
             if self.verbose == 1:
                 _progbar.message(header)
             bar = _progbar.Progbar(len(train), self.verbose, prefix=header if self.verbose == 2 else "")
-            sums = Sums(model, self.backend.xp)
+            sums = Sums(model, self.backend.xp, self.backend.has_float64)
             done = 0
             for step, (start, stop, (xb, yb, *wb)) in enumerate(train):
                 if batch_hooks:
@@ -193,7 +200,7 @@ class Loop:
         hooks = cbs.wants("on_test_batch_begin") or cbs.wants("on_test_batch_end")
         bar = _progbar.Progbar(len(batches), 0 if in_fit else self.verbose)
         cbs.call("on_test_begin", {})
-        sums = Sums(model, xp)
+        sums = Sums(model, xp, self.backend.has_float64)
         for step, (start, stop, (xb, yb, *wb)) in enumerate(batches):
             if hooks:
                 cbs.call("on_test_batch_begin", step, sums.running())

@@ -334,8 +334,10 @@ def test_batch_hooks_are_called_once_per_batch(backend, hooks, call_super):
 
 def test_terminate_on_nan_still_validates_the_epoch(backend):
     model = nnx.Sequential([nnx.Input(2), nnx.Dense(1)])
-    model.set_weights([np.array([[1e20], [1e20]]), np.array([0.0])])  # (2e20)^2 overflows float32
-    model.compile(nnx.optimizers.SGD(0.01), "mse")
+    # the first step is finite (loss 4e20) and throws the weights to -4e20: the second overflows
+    # float32 (a first step that overflows is refused with ValueError before any weight changes)
+    model.set_weights([np.array([[1e10], [1e10]]), np.array([0.0])])
+    model.compile(nnx.optimizers.SGD(1e10), "mse")
     x = np.ones((8, 2), dtype="float32")
     y = np.zeros(8, dtype="float32")
     with np.errstate(all="ignore"):

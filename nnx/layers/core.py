@@ -13,14 +13,18 @@ from .base import Layer, as_int, shape_tuple
 
 
 class Input(Layer):
-    """Declares the shape of one sample (batch axis excluded); the model builds from it.
+    """Declares the shape of one sample (batch axis excluded); a ``Sequential`` that starts with
+    it builds its weights at once. It has no weights and passes its input through.
 
     Args:
-        shape: an int or a tuple of positive ints, without the batch axis.
-        dtype: the dtype of the data (default: the float type, ``nnx.floatx()``); an integer
+        shape: an int or a tuple of positive ints (any integer type), without the batch axis.
+        dtype: the dtype of the data. Defaults to None: the float type, ``nnx.floatx()``. An integer
             dtype (``"int32"``, ``"int64"``) for the ids of an ``Embedding``, which the model then
-            keeps integer. Layers that compute in floats receive floats whatever it says.
-        name: optional name.
+            keeps integer; layers that compute in floats receive floats whatever it says.
+        name: the layer's name. Defaults to a unique ``"input"``, ``"input_1"``, …
+
+    Raises:
+        ValueError: a shape that is not positive ints.
 
     >>> nnx.Sequential([nnx.Input((64,)), nnx.Dense(10)])
     >>> nnx.Sequential([nnx.Input((20,), dtype="int32"), nnx.layers.Embedding(1000, 8)])
@@ -61,11 +65,15 @@ class Dense(Layer):
         kernel_initializer, bias_initializer: initializer names or instances
             (default ``"glorot_uniform"`` and ``"zeros"``).
         kernel_regularizer, bias_regularizer: penalties added to the loss (e.g.
-            ``nnx.regularizers.l2(1e-4)``), or None.
-        name, trainable, input_shape, input_dim: as every layer.
+            ``nnx.regularizers.l2(1e-4)``, ``"l2"``), or None (the defaults).
+        name, trainable, input_shape, input_dim: as every layer (``nnx.layers.Layer``).
 
     Weights: ``kernel`` of shape (input width, units), then ``bias`` of shape (units,).
-    Inputs of more than two axes are mapped along the last axis.
+    Inputs of more than two axes are mapped along the last axis: (batch, …, d) -> (batch, …, units).
+
+    Raises:
+        ValueError: ``units`` not a positive int; an unknown activation, initializer or
+            regularizer name.
 
     >>> layer = nnx.Dense(128, activation="relu", kernel_initializer="he_normal")
     """
@@ -115,7 +123,19 @@ class Dense(Layer):
         return self.backward_from_logits(saved, dz, need_dx)
 
     def backward_from_logits(self, saved: Any, dz: Any, need_dx: bool = True) -> tuple[Any, dict]:
-        """Backward from the gradient of the pre-activation ``z = x @ kernel + bias``."""
+        """Backward from the gradient of the pre-activation ``z = x @ kernel + bias``, skipping
+        the activation's own backward (a loss fused with the activation computed ``dz``).
+
+        Args:
+            saved: what ``forward`` returned as its second value.
+            dz: the gradient of the loss with respect to ``z``.
+            need_dx: whether the input gradient is wanted. Defaults to True.
+
+        Returns:
+            ``(dx, grads)`` as ``backward``: ``dx`` is None when ``need_dx`` is false.
+
+        >>> dx, grads = dense.backward_from_logits(saved, (p - y) / n)
+        """
         x = saved[0]
         grads = {}
         if self.trainable:
@@ -140,10 +160,15 @@ class Dense(Layer):
 
 
 class Activation(Layer):
-    """Applies an activation: ``nnx.Activation("softmax")``.
+    """Applies an activation to its input: ``nnx.Activation("softmax")``. No weights.
 
     Args:
-        activation: a name, an ``ActivationFunction`` instance, or None (linear).
+        activation: a name (``"relu"``, ``"softmax"``, …, case-insensitive), an
+            ``nnx.activations.ActivationFunction`` instance, or None (linear).
+        name, trainable, input_shape, input_dim: as every layer (``nnx.layers.Layer``).
+
+    Raises:
+        ValueError: an unknown activation name (the message lists the valid ones).
 
     >>> nnx.Sequential([nnx.Input(4), nnx.Dense(3), nnx.Activation("softmax")])
     """
@@ -162,7 +187,20 @@ class Activation(Layer):
     def backward(self, saved, dy, need_dx=True):
         return self.ops.activation_backward(self.activation, dy, saved), {}
 
-    def backward_from_logits(self, saved, dz, need_dx=True):
+    def backward_from_logits(self, saved: Any, dz: Any, need_dx: bool = True) -> tuple[Any, dict]:
+        """Backward from the gradient of the activation's input, which a loss fused with the
+        activation computed: that gradient is the input gradient itself.
+
+        Args:
+            saved: what ``forward`` returned as its second value (unused).
+            dz: the gradient of the loss with respect to the layer's input.
+            need_dx: whether the input gradient is wanted. Defaults to True.
+
+        Returns:
+            ``(dz, {})``: no weights, no weight gradients.
+
+        >>> dx, grads = layer.backward_from_logits(saved, dz)
+        """
         return dz, {}
 
     def get_config(self) -> dict:
@@ -173,10 +211,18 @@ class Dropout(Layer):
     """Zeroes a fraction ``rate`` of the inputs during training and scales the rest by
     1 / (1 - rate); the identity in inference (``predict``, ``evaluate``).
 
-    Args:
-        rate: the fraction dropped, in [0, 1).
+    The masks come from the random stream of the model being trained (each model has its own,
+    seeded by ``nnx.seed`` and saved in its file), so a model resumed from a file draws the masks
+    it would have drawn had it kept training.
 
-    >>> nnx.Dropout(0.2)
+    Args:
+        rate: the fraction dropped, a float in [0, 1).
+        name, trainable, input_shape, input_dim: as every layer (``nnx.layers.Layer``).
+
+    Raises:
+        ValueError: a rate outside [0, 1) or not a number.
+
+    >>> nnx.Sequential([nnx.Input(64), nnx.Dense(128, activation="relu"), nnx.Dropout(0.2), nnx.Dense(10)])
     """
 
     def __init__(self, rate: float, **kwargs: Any):
@@ -195,7 +241,8 @@ class Dropout(Layer):
         keep = self.backend.uniform(tuple(x.shape), x.dtype) >= self.rate
         return self.xp.where(keep, x * (1.0 / (1.0 - self.rate)), 0.0), keep
 
-    def backward(self, keep, dy, need_dx=True):
+    def backward(self, saved, dy, need_dx=True):
+        keep = saved  # the mask forward drew (None: nothing was dropped)
         if keep is None:
             return dy, {}
         return self.xp.where(keep, dy * (1.0 / (1.0 - self.rate)), 0.0), {}
@@ -205,7 +252,10 @@ class Dropout(Layer):
 
 
 class Flatten(Layer):
-    """Flattens each sample to one axis: (batch, a, b) -> (batch, a*b).
+    """Flattens each sample to one axis: (batch, a, b) -> (batch, a*b). No weights.
+
+    Args:
+        name, trainable, input_shape, input_dim, dtype: as every layer (``nnx.layers.Layer``).
 
     >>> nnx.Sequential([nnx.Input((8, 8)), nnx.Flatten(), nnx.Dense(10)])
     """
@@ -221,7 +271,10 @@ class Flatten(Layer):
 
 
 class ReLU(Activation):
-    """The ReLU activation as a layer: ``max(x, 0)``.
+    """The ReLU activation as a layer: ``max(x, 0)``. No weights.
+
+    Args:
+        name, trainable, input_shape, input_dim: as every layer (``nnx.layers.Layer``).
 
     >>> nnx.Sequential([nnx.Input(4), nnx.Dense(8), nnx.layers.ReLU()])
     """
@@ -240,7 +293,12 @@ class LeakyReLU(Activation):
     """``x`` for x > 0, else ``negative_slope * x`` (Keras's default slope 0.3).
 
     Args:
-        negative_slope: the slope for negative inputs, >= 0.
+        negative_slope: the slope for negative inputs, a float >= 0. Defaults to 0.3 (Keras's
+            layer; the ``"leaky_relu"`` activation name uses 0.01).
+        name, trainable, input_shape, input_dim: as every layer (``nnx.layers.Layer``).
+
+    Raises:
+        ValueError: a negative (or NaN) slope.
 
     >>> nnx.layers.LeakyReLU(negative_slope=0.1)
     """
@@ -277,7 +335,11 @@ class Softmax(Activation):
     """Softmax over ``axis`` (default the last) as a layer.
 
     Args:
-        axis: the axis normalised (an int; the batch axis 0 is not allowed).
+        axis: the axis normalised, an int. Defaults to -1. The batch axis 0 is not allowed.
+        name, trainable, input_shape, input_dim: as every layer (``nnx.layers.Layer``).
+
+    Raises:
+        ValueError: ``axis`` 0 or not an int.
 
     >>> nnx.Sequential([nnx.Input(4), nnx.Dense(3), nnx.layers.Softmax()])
     """
@@ -300,7 +362,12 @@ class Reshape(Layer):
     """Reshapes each sample to ``target_shape`` (batch axis excluded; one entry may be -1).
 
     Args:
-        target_shape: a tuple of ints, at most one of them -1.
+        target_shape: a tuple of positive ints, at most one of them -1 (inferred).
+        name, trainable, input_shape, input_dim: as every layer (``nnx.layers.Layer``).
+
+    Raises:
+        ValueError: a target shape that is not such a tuple, or (when built) one that does not
+            hold the input's number of values.
 
     >>> nnx.Sequential([nnx.Input(12), nnx.layers.Reshape((3, 4))])
     """

@@ -56,7 +56,16 @@ class Embedding(Layer):
 
     def prepare_ids(self, x: Any, dtype: str, backend: Any, what: str = "x") -> Any:
         """``x`` as ids of the integer ``dtype``; ValueError unless every id is a whole number in
-        [0, input_dim). The model calls it where data enters, before any weight changes."""
+        [0, input_dim). The model calls it where data enters, before any weight changes.
+
+        Args:
+            x: the ids (host data or a backend array).
+            dtype: the integer dtype name.
+            backend: the backend they go to.
+            what: how error messages name ``x``.
+
+        >>> layer.prepare_ids([[1, 2]], "int64", nnx.get_backend())
+        """
         from ..data import as_ids
 
         return as_ids(x, dtype, self.input_dim, backend, f"{what} (the ids of Embedding {self.name!r})")
@@ -70,7 +79,15 @@ class Embedding(Layer):
         return xp.reshape(y, (*x.shape, self.output_dim)), ids
 
     def backward(self, ids, dy, need_dx=True):
-        """No input gradient (ids have none): ``dx`` is always None."""
+        """The embeddings' gradient, summed per id; no input gradient (ids have none).
+
+        Args:
+            ids: the flat ids ``forward`` saved.
+            dy: the output gradient.
+            need_dx: ignored: ``dx`` is always None.
+
+        >>> dx, grads = layer.backward(ids, dy)
+        """
         grads = {}
         if self.trainable:
             rows = self.xp.reshape(dy, (-1, self.output_dim))

@@ -197,7 +197,13 @@ class BatchNormalization(Layer):
         return _normalized_backward(xp, saved, dy, gamma, self._reduce), grads
 
     def update_state(self, saved):
-        """The moving statistics follow the batch's (called by the model after the optimizer step)."""
+        """The moving statistics follow the batch's (called by the model after the optimizer step).
+
+        Args:
+            saved: what ``forward`` saved: the batch mean and variance.
+
+        >>> layer.update_state(saved)
+        """
         if not isinstance(saved, _Normalized):
             return
         m = self.momentum
