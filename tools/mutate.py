@@ -149,7 +149,7 @@ MUTANTS: list[Mutant] = [
       "a model with an l2 kernel regularizer: evaluate loss = data loss + l2 * sum(w^2)"),
     # -- model chain ----------------------------------------------------------------------
     M("backward_stop_off_by_one", MODELS,
-      "if layer.trainable_weights:\n                return i\n", "if layer.trainable_weights:\n                return i + 1\n",
+      "if not weights:\n                        first = i\n", "if not weights:\n                        first = i + 1\n",
       "the backward pass stops one layer too early: the first trainable layer gets no gradient",
       "a two-Dense model: one train_on_batch changes the first Dense's kernel"),
     # -- layers ---------------------------------------------------------------------------
