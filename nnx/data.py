@@ -2,6 +2,8 @@
 weight changes. Host numpy is used here; arrays already on the model's device stay there."""
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Any
 
 import numpy as np
@@ -194,6 +196,82 @@ def take_rows(a: Any, idx_host: Any, idx_device: Any, backend: _backend.Backend)
     return backend.xp.take(a, idx_device, axis=0)
 
 
+
+
+def check_weight_shape(w: Any, n: int, name: str = "sample_weight") -> Any:
+    """``w`` as shape (n,) (a column (n, 1) is accepted); anything else is refused."""
+    if w.ndim == 2 and int(w.shape[1]) == 1:
+        w = w[:, 0]
+    if w.ndim != 1 or int(w.shape[0]) != n:
+        raise ValueError(f"{name} must have shape ({n},), one weight per sample; received shape "
+                         f"{_shape_str(tuple(w.shape))}.")
+    return w
+
+
+def sample_weight(w: Any, n: int, dtype: str, backend: _backend.Backend, like: Any, what: str = "") -> Any:
+    """Per-sample loss weights from the user, checked (real numbers, shape (n,) or (n, 1), finite,
+    non-negative), cast to ``dtype`` and placed on the same side as ``like`` (host or device)."""
+    name = f"{what}sample_weight"
+    w = check_weight_shape(to_array(w, backend, name), n, name)
+    w = cast(w, dtype, backend)
+    check_finite(w, backend, name)
+    if n and _min_max(w, backend)[0] < 0:
+        raise ValueError(f"{name} must be non-negative; received a minimum of {_min_max(w, backend)[0]:g}.")
+    if is_host(w) and not is_host(like):
+        w = backend.from_host(w)
+    elif not is_host(w) and is_host(like):
+        w = backend.to_numpy(w)
+    return w
+
+
+def _class_key(key: Any) -> int | None:
+    """A class_weight key as an int, or None when it is not an integer (bools refused)."""
+    if isinstance(key, (bool, np.bool_)):
+        return None
+    if isinstance(key, (int, np.integer)):
+        return int(key)
+    if isinstance(key, (float, np.floating)) and float(key).is_integer():
+        return int(key)
+    return None
+
+
+def class_weight_to_sample_weight(class_weight: Any, y: Any, loss: Any, output_shape: tuple[int, ...],
+                                  backend: _backend.Backend) -> np.ndarray:
+    """Keras's conversion of ``class_weight`` ({label: weight}) into one weight per sample, on the
+    host: the label of a sample is its integer label (sparse losses), the argmax of a one-hot
+    row, or the rounded value of a one-column target (binary 0/1). Keys must be integer labels
+    the model can produce and must cover every label in ``y``; weights finite and non-negative."""
+    if not isinstance(class_weight, dict):
+        raise ValueError(f"class_weight must be a dict {{label: weight}}; received {type(class_weight).__name__}.")
+    y = y if is_host(y) else backend.to_numpy(y)
+    if loss.sparse_labels:
+        labels, classes = y.reshape(-1), int(output_shape[-1])
+    elif y.ndim == 2 and int(y.shape[1]) > 1:
+        labels, classes = np.argmax(y, axis=-1), int(y.shape[1])
+    elif y.ndim == 2:
+        labels = np.round(y[:, 0])
+        classes = 2 if getattr(loss, "target_range", None) == (0.0, 1.0) else None
+    else:
+        raise ValueError(f"class_weight needs class labels: y of shape (n,), (n, 1) or (n, classes); "
+                         f"received y of shape {_shape_str(tuple(y.shape))}.")
+    table: dict[int, float] = {}
+    for key, value in class_weight.items():
+        label = _class_key(key)
+        if label is None or (classes is not None and not 0 <= label < classes):
+            expected = f"an int in [0, {classes - 1}]" if classes is not None else "an int"
+            raise ValueError(f"class_weight keys must be class labels ({expected}); received the unknown "
+                             f"label {key!r}.")
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.number)) \
+                or not math.isfinite(float(value)) or float(value) < 0:
+            raise ValueError(f"class_weight values must be finite non-negative numbers; received {value!r} "
+                             f"for label {key!r}.")
+        table[label] = float(value)
+    present, inverse = np.unique(labels.astype(np.int64), return_inverse=True)
+    missing = [int(c) for c in present if int(c) not in table]
+    if missing:
+        raise ValueError(f"class_weight must give a weight for every label in y; received no weight for "
+                         f"label{'s' if len(missing) > 1 else ''} {', '.join(map(str, missing))}.")
+    return np.array([table[int(c)] for c in present], dtype=np.float64)[inverse.reshape(-1)]
 
 
 # -- finite in, finite out ---------------------------------------------------------------------

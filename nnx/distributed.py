@@ -368,7 +368,7 @@ class DistributedLoop(_training.Loop):
     def new_sums(self, training: bool) -> _training.Sums:
         return _TrainSums(self) if training else _EvalSums(self)
 
-    def train_step(self, x: Any, y: Any) -> tuple[Any, Any]:
+    def train_step(self, x: Any, y: Any, sample_weight: Any = None) -> tuple[Any, Any]:
         """This rank's shard: gradients scaled by n_local / n_global, summed across ranks with the
         batch's loss and metric sums in one allreduce, then the same update on every rank. (It
         replaces ``reduce`` as a whole, since the sums must ride in the gradients' allreduce.)"""
@@ -380,7 +380,7 @@ class DistributedLoop(_training.Loop):
         scratch = _training.Sums(model, backend.xp, backend.has_float64)
         step = None
         if n_local:
-            step = model.compute_gradients(x, y, backend)
+            step = model.compute_gradients(x, y, backend, sample_weight=sample_weight)
             scratch.add(step.loss, y, step.predictions, n_local)
             extras = list(scratch.values.values())
             grads = [step.grads[w] for w in trainable]

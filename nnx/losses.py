@@ -1,4 +1,10 @@
-"""Losses: a value ``forward(xp, y, p)`` (mean over the batch) and its gradient ``backward``.
+"""Losses: a per-sample value ``per_sample(xp, y, p)`` (shape (n,)), its mean over the batch
+``forward(xp, y, p)`` and the gradient of that mean, ``backward``.
+
+Sample weights follow Keras 3's default reduction ("sum_over_batch_size"): each sample's loss is
+multiplied by its weight, and the products are summed and divided by the number of samples in the
+batch (not by the sum of the weights). The gradient of a weighted loss is the unweighted gradient
+with each row scaled by its sample's weight.
 
 Cross-entropies paired with the matching output activation (softmax or sigmoid, matched by class)
 skip that activation's backward: ``logits_value_and_gradient`` returns the loss and the gradient of
@@ -6,6 +12,8 @@ the logits in one step.
 """
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Any
 
 from .registry import Registry
@@ -20,27 +28,56 @@ def _count(shape: tuple[int, ...]) -> int:
     return n
 
 
+def _rows(xp: Any, g: Any, w: Any | None) -> Any:
+    """``g`` with each row (axis 0) multiplied by the sample weight ``w`` (n,); ``g`` when None."""
+    if w is None:
+        return g
+    return g * xp.reshape(w, (-1,) + (1,) * (g.ndim - 1))
+
+
+def _reduce(xp: Any, v: Any, w: Any | None) -> Any:
+    """Keras's "sum_over_batch_size": sum(v * w) / n for per-sample values ``v`` (n,)."""
+    return xp.sum(v if w is None else v * w) * (1.0 / v.shape[0])
+
+
+def _mean_rest(xp: Any, v: Any) -> Any:
+    """Per-sample mean over every axis but the first."""
+    return xp.mean(v, axis=tuple(range(1, v.ndim))) if v.ndim > 1 else v
+
+
+def _sum_rest(xp: Any, v: Any) -> Any:
+    """Per-sample sum over every axis but the first."""
+    return xp.sum(v, axis=tuple(range(1, v.ndim))) if v.ndim > 1 else v
+
+
 class Loss:
-    """Base class: ``forward(xp, y, p)`` is the mean loss (a 0-d array), ``backward(xp, y, p)`` its
-    gradient with respect to the predictions ``p``. ``loss(y_true, y_pred)`` computes it on the
-    current backend.
+    """Base class: ``per_sample(xp, y, p)`` is each sample's loss (shape (n,)); ``forward(xp, y, p,
+    sample_weight=None)`` the batch loss (a 0-d array: the mean of the per-sample losses, or with
+    weights ``sum(w * loss) / n``, Keras's default reduction); ``backward(xp, y, p,
+    sample_weight=None)`` its gradient with respect to the predictions ``p``.
+    ``loss(y_true, y_pred, sample_weight=None)`` computes it on the current backend.
 
     A loss that ``fuses_with`` the model's output activation also gives the gradient of that
     activation's input in one step (``logits_value_and_gradient``), e.g. softmax + cross-entropy.
 
+    A subclass defines ``per_sample`` and ``backward``; ``forward`` follows from ``per_sample``.
+
     >>> nnx.losses.MeanSquaredError()(y_true, y_pred)
+    >>> nnx.losses.MeanSquaredError()(y_true, y_pred, sample_weight=w)   # sum(w * loss) / n
     """
 
     name = ""
     sparse_labels = False  # True: y holds integer class indices
 
-    def __call__(self, y_true: Any, y_pred: Any) -> Any:
-        """The mean loss of a batch, on the current backend.
+    def __call__(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> Any:
+        """The loss of a batch, on the current backend.
 
         Args:
             y_true: the targets, an array of the current backend (integer labels for the sparse
                 cross-entropy).
             y_pred: the predictions, an array of the current backend.
+            sample_weight: optional weights, one per sample (n,): the loss is then
+                ``sum(sample_weight * per_sample) / n``, Keras's default reduction.
 
         Returns:
             A 0-d array.
@@ -49,11 +86,14 @@ class Loss:
         """
         from .backend import get_backend
 
-        return self.forward(get_backend().xp, y_true, y_pred)
+        xp = get_backend().xp
+        if sample_weight is None:
+            return self.forward(xp, y_true, y_pred)
+        w = xp.asarray(sample_weight, dtype=y_pred.dtype, device=y_pred.device)
+        return self.forward(xp, y_true, y_pred, sample_weight=xp.reshape(w, (-1,)))
 
-    def forward(self, xp: Any, y: Any, p: Any) -> Any:
-        """The loss of a batch, reduced as Keras does (mean over the batch; mse, mae and huber
-        also over the output axis).
+    def per_sample(self, xp: Any, y: Any, p: Any) -> Any:
+        """Each sample's loss.
 
         Args:
             xp: the Array API namespace of ``y`` and ``p``.
@@ -61,19 +101,39 @@ class Loss:
             p: the predictions (probabilities, or logits with ``from_logits=True``).
 
         Returns:
-            A 0-d array of ``p``'s dtype.
+            An array of shape (n,) and ``p``'s dtype.
 
-        >>> loss = nnx.losses.get("mse").forward(backend.xp, y, p)
+        >>> per = nnx.losses.get("mse").per_sample(backend.xp, y, p)   # mean over each row
         """
         raise NotImplementedError
 
-    def backward(self, xp: Any, y: Any, p: Any) -> Any:
-        """The gradient of ``forward`` with respect to the predictions.
+    def forward(self, xp: Any, y: Any, p: Any, sample_weight: Any = None) -> Any:
+        """The loss of a batch, reduced as Keras does: the mean over the batch of the per-sample
+        losses (mse, mae and huber also average over the output axis), or with weights
+        ``sum(sample_weight * per_sample) / n`` ("sum_over_batch_size").
+
+        Args:
+            xp: the Array API namespace of ``y`` and ``p``.
+            y: the targets.
+            p: the predictions (probabilities, or logits with ``from_logits=True``).
+            sample_weight: None, or one weight per sample, shape (n,), of ``p``'s dtype.
+
+        Returns:
+            A 0-d array of ``p``'s dtype.
+
+        >>> loss = nnx.losses.get("mse").forward(backend.xp, y, p, sample_weight=w)
+        """
+        return _reduce(xp, self.per_sample(xp, y, p), sample_weight)
+
+    def backward(self, xp: Any, y: Any, p: Any, sample_weight: Any = None) -> Any:
+        """The gradient of ``forward`` with respect to the predictions (with weights: each row
+        of the unweighted gradient times its sample's weight).
 
         Args:
             xp: the Array API namespace of ``y`` and ``p``.
             y: the targets.
             p: the predictions.
+            sample_weight: None, or one weight per sample, shape (n,).
 
         Returns:
             An array of ``p``'s shape and dtype.
@@ -96,7 +156,7 @@ class Loss:
         """
         return False
 
-    def logits_value_and_gradient(self, ops: Any, y: Any, p: Any) -> tuple[Any, Any]:
+    def logits_value_and_gradient(self, ops: Any, y: Any, p: Any, sample_weight: Any = None) -> tuple[Any, Any]:
         """The loss and the gradient of the output activation's input, in one step, for outputs
         ``p`` of an activation this loss ``fuses_with`` (e.g. ``(p - y) / n`` for softmax).
 
@@ -104,6 +164,8 @@ class Loss:
             ops: the backend's operations object (``backend.ops``).
             y: the targets.
             p: the activation's outputs (probabilities).
+            sample_weight: None, or one weight per sample (n,): the loss is weighted as in
+                ``forward`` and each row of the gradient scaled by its weight.
 
         Returns:
             ``(loss, dz)``: a 0-d array and an array of ``p``'s shape.
@@ -144,12 +206,18 @@ class MeanSquaredError(Loss):
 
     name = "mean_squared_error"
 
-    def forward(self, xp, y, p):
+    def per_sample(self, xp, y, p):
+        r = p - y
+        return _mean_rest(xp, r * r)
+
+    def forward(self, xp, y, p, sample_weight=None):
+        if sample_weight is not None:
+            return super().forward(xp, y, p, sample_weight)
         r = p - y
         return xp.mean(r * r)
 
-    def backward(self, xp, y, p):
-        return (p - y) * (2.0 / _count(p.shape))
+    def backward(self, xp, y, p, sample_weight=None):
+        return _rows(xp, (p - y) * (2.0 / _count(p.shape)), sample_weight)
 
 
 class MeanAbsoluteError(Loss):
@@ -160,11 +228,16 @@ class MeanAbsoluteError(Loss):
 
     name = "mean_absolute_error"
 
-    def forward(self, xp, y, p):
+    def per_sample(self, xp, y, p):
+        return _mean_rest(xp, xp.abs(p - y))
+
+    def forward(self, xp, y, p, sample_weight=None):
+        if sample_weight is not None:
+            return super().forward(xp, y, p, sample_weight)
         return xp.mean(xp.abs(p - y))
 
-    def backward(self, xp, y, p):
-        return xp.sign(p - y) * (1.0 / _count(p.shape))
+    def backward(self, xp, y, p, sample_weight=None):
+        return _rows(xp, xp.sign(p - y) * (1.0 / _count(p.shape)), sample_weight)
 
 
 class Huber(Loss):
@@ -182,25 +255,135 @@ class Huber(Loss):
     def __init__(self, delta: float = 1.0):
         self.delta = float(delta)
 
-    def forward(self, xp, y, p):
+    def per_sample(self, xp, y, p):
+        a = xp.abs(p - y)
+        q = xp.minimum(a, self.delta)
+        return _mean_rest(xp, 0.5 * q * q + self.delta * (a - q))
+
+    def forward(self, xp, y, p, sample_weight=None):
+        if sample_weight is not None:
+            return super().forward(xp, y, p, sample_weight)
         a = xp.abs(p - y)
         q = xp.minimum(a, self.delta)
         return xp.mean(0.5 * q * q + self.delta * (a - q))
 
-    def backward(self, xp, y, p):
+    def backward(self, xp, y, p, sample_weight=None):
         r = p - y
-        return xp.clip(r, -self.delta, self.delta) * (1.0 / _count(p.shape))
+        return _rows(xp, xp.clip(r, -self.delta, self.delta) * (1.0 / _count(p.shape)), sample_weight)
 
     def get_config(self):
         return {"class_name": "Huber", "config": {"delta": self.delta}}
 
 
+class LogCosh(Loss):
+    """log(cosh(p - y)), mean over the output axis and the batch, as Keras's ``log_cosh``.
+
+    Computed as ``|r| + log1p(exp(-2 |r|)) - log 2``, which neither overflows nor loses the small
+    values; its gradient is ``tanh(r)`` over the number of entries.
+
+    >>> nnx.losses.LogCosh()  # or loss="log_cosh"
+    """
+
+    name = "log_cosh"
+
+    @staticmethod
+    def _log_cosh(xp, r):
+        a = xp.abs(r)
+        return a + xp.log1p(xp.exp(-2.0 * a)) - math.log(2.0)
+
+    def per_sample(self, xp, y, p):
+        return _mean_rest(xp, self._log_cosh(xp, p - y))
+
+    def forward(self, xp, y, p, sample_weight=None):
+        if sample_weight is not None:
+            return super().forward(xp, y, p, sample_weight)
+        return xp.mean(self._log_cosh(xp, p - y))
+
+    def backward(self, xp, y, p, sample_weight=None):
+        return _rows(xp, xp.tanh(p - y) * (1.0 / _count(p.shape)), sample_weight)
+
+
+class MeanAbsolutePercentageError(Loss):
+    """100 * mean(|y - p| / max(|y|, 1e-7)) over the output axis and the batch, as Keras.
+
+    >>> nnx.losses.MeanAbsolutePercentageError()  # or loss="mape"
+    """
+
+    name = "mean_absolute_percentage_error"
+
+    def per_sample(self, xp, y, p):
+        return _mean_rest(xp, xp.abs(p - y) / xp.maximum(xp.abs(y), EPSILON)) * 100.0
+
+    def backward(self, xp, y, p, sample_weight=None):
+        g = xp.sign(p - y) / xp.maximum(xp.abs(y), EPSILON)
+        return _rows(xp, g * (100.0 / _count(p.shape)), sample_weight)
+
+
+class KLDivergence(Loss):
+    """Kullback-Leibler divergence ``sum(y log(y / p))`` over the last axis, mean over the batch,
+    with ``y`` and ``p`` clipped to [1e-7, 1] as Keras does.
+
+    The targets and predictions are probability distributions (rows summing to 1); the clip
+    passes no gradient where ``p`` lies outside [1e-7, 1].
+
+    >>> nnx.losses.KLDivergence()  # or loss="kl_divergence"
+    """
+
+    name = "kl_divergence"
+
+    def per_sample(self, xp, y, p):
+        t = xp.clip(y, EPSILON, 1.0)
+        q = xp.clip(p, EPSILON, 1.0)
+        v = xp.sum(t * xp.log(t / q), axis=-1)
+        return _mean_rest(xp, v)
+
+    def backward(self, xp, y, p, sample_weight=None):
+        t = xp.clip(y, EPSILON, 1.0)
+        inside = (p >= EPSILON) & (p <= 1.0)
+        g = xp.where(inside, -t / xp.clip(p, EPSILON, 1.0), 0.0)
+        return _rows(xp, g * (1.0 / _count(p.shape[:-1])), sample_weight)
+
+
+def _hinge_targets(xp: Any, y: Any) -> Any:
+    """Keras's ``convert_binary_labels_to_hinge``: labels that are all 0 or 1 become -1 or 1;
+    any other labels (already -1/1) are used as they are. Decided per batch, on the device."""
+    binary = xp.all((y == 0.0) | (y == 1.0))
+    return xp.where(binary, 2.0 * y - 1.0, y)
+
+
+class Hinge(Loss):
+    """mean(max(1 - y p, 0)) over the output axis and the batch, as Keras's ``hinge``: targets
+    are -1/1, or 0/1 (converted to -1/1 when every target of the batch is 0 or 1).
+
+    >>> nnx.losses.Hinge()  # or loss="hinge"
+    """
+
+    name = "hinge"
+
+    def per_sample(self, xp, y, p):
+        t = _hinge_targets(xp, y)
+        return _mean_rest(xp, xp.maximum(1.0 - t * p, 0.0))
+
+    def backward(self, xp, y, p, sample_weight=None):
+        t = _hinge_targets(xp, y)
+        g = xp.where(1.0 - t * p > 0.0, -t, 0.0)
+        return _rows(xp, g * (1.0 / _count(p.shape)), sample_weight)
+
+
+def _label_smoothing(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"label_smoothing must be a float in [0, 1]; received {value!r}.")
+    return float(value)
+
+
 class _CrossEntropy(Loss):
-    def __init__(self, from_logits: bool = False):
+    def __init__(self, from_logits: bool = False, label_smoothing: float = 0.0):
         self.from_logits = bool(from_logits)
+        self.label_smoothing = _label_smoothing(label_smoothing)
 
     def get_config(self):
-        return {"class_name": type(self).__name__, "config": {"from_logits": self.from_logits}}
+        return {"class_name": type(self).__name__,
+                "config": {"from_logits": self.from_logits, "label_smoothing": self.label_smoothing}}
 
 
 def _clip_probabilities(xp, p, eps=EPSILON):
@@ -242,13 +425,17 @@ class CategoricalCrossentropy(_CrossEntropy):
 
     Args:
         from_logits: whether the predictions are logits rather than probabilities.
+        label_smoothing: in [0, 1]; the targets become ``y (1 - label_smoothing) +
+            label_smoothing / num_classes``, as Keras.
 
-    >>> nnx.losses.CategoricalCrossentropy(from_logits=True)
+    >>> nnx.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1)
     """
 
     name = "categorical_crossentropy"
 
     def _targets(self, xp, y, p):
+        if self.label_smoothing:
+            return y * (1.0 - self.label_smoothing) + self.label_smoothing / p.shape[-1]
         return y
 
     def fuses_with(self, activation):
@@ -256,7 +443,17 @@ class CategoricalCrossentropy(_CrossEntropy):
 
         return not self.from_logits and type(activation) is Softmax
 
-    def forward(self, xp, y, p):
+    def per_sample(self, xp, y, p):
+        t = self._targets(xp, y, p)
+        if self.from_logits:
+            logq = _log_softmax(xp, p)
+        else:
+            logq = xp.log(_clip_probabilities(xp, p / xp.sum(p, axis=-1, keepdims=True), _eps(xp, p)))
+        return -_sum_rest(xp, t * logq)
+
+    def forward(self, xp, y, p, sample_weight=None):
+        if sample_weight is not None:
+            return super().forward(xp, y, p, sample_weight)
         t = self._targets(xp, y, p)
         if self.from_logits:
             logq = _log_softmax(xp, p)
@@ -264,24 +461,29 @@ class CategoricalCrossentropy(_CrossEntropy):
             logq = xp.log(_clip_probabilities(xp, p / xp.sum(p, axis=-1, keepdims=True), _eps(xp, p)))
         return -xp.sum(t * logq) * (1.0 / p.shape[0])
 
-    def backward(self, xp, y, p):
+    def backward(self, xp, y, p, sample_weight=None):
         t = self._targets(xp, y, p)
         n = p.shape[0]
         if self.from_logits:  # d/dz of -sum(t log softmax z) = softmax(z) sum(t) - t
-            return (_softmax(xp, p) * xp.sum(t, axis=-1, keepdims=True) - t) * (1.0 / n)
+            g = (_softmax(xp, p) * xp.sum(t, axis=-1, keepdims=True) - t) * (1.0 / n)
+            return _rows(xp, g, sample_weight)
         eps = _eps(xp, p)
         s = xp.sum(p, axis=-1, keepdims=True)
         q = p / s
         inside = (q >= eps) & (q <= 1.0 - eps)  # the clip passes no gradient outside
         g = xp.where(inside, -t / _clip_probabilities(xp, q, eps), 0.0)
-        return (g - xp.sum(g * q, axis=-1, keepdims=True)) / s * (1.0 / n)
+        return _rows(xp, (g - xp.sum(g * q, axis=-1, keepdims=True)) / s * (1.0 / n), sample_weight)
 
-    def logits_value_and_gradient(self, ops, y, p):
+    def logits_value_and_gradient(self, ops, y, p, sample_weight=None):
         xp = ops.xp
         t = self._targets(xp, y, p)
         n = p.shape[0]
-        loss = -xp.sum(t * xp.log(_clip_probabilities(xp, p, _eps(xp, p)))) * (1.0 / n)
-        return loss, (p * xp.sum(t, axis=-1, keepdims=True) - t) * (1.0 / n)
+        v = t * xp.log(_clip_probabilities(xp, p, _eps(xp, p)))
+        if sample_weight is None:
+            loss = -xp.sum(v) * (1.0 / n)
+        else:
+            loss = _reduce(xp, -_sum_rest(xp, v), sample_weight)
+        return loss, _rows(xp, (p * xp.sum(t, axis=-1, keepdims=True) - t) * (1.0 / n), sample_weight)
 
 
 class SparseCategoricalCrossentropy(CategoricalCrossentropy):
@@ -296,6 +498,9 @@ class SparseCategoricalCrossentropy(CategoricalCrossentropy):
     name = "sparse_categorical_crossentropy"
     sparse_labels = True
 
+    def __init__(self, from_logits: bool = False):
+        super().__init__(from_logits=from_logits)
+
     @staticmethod
     def _flat_labels(y):
         return y[:, 0] if y.ndim == 2 else y
@@ -303,8 +508,19 @@ class SparseCategoricalCrossentropy(CategoricalCrossentropy):
     def _targets(self, xp, y, p):
         return one_hot(xp, self._flat_labels(y), p.shape[-1], p.dtype)
 
-    def logits_value_and_gradient(self, ops, y, p):
-        return ops.sparse_crossentropy(p, self._flat_labels(y), _eps(ops.xp, p))
+    def logits_value_and_gradient(self, ops, y, p, sample_weight=None):
+        labels = self._flat_labels(y)
+        eps = _eps(ops.xp, p)
+        loss, dz = ops.sparse_crossentropy(p, labels, eps)
+        if sample_weight is None:
+            return loss, dz
+        xp = ops.xp
+        picked = xp.take_along_axis(p, xp.reshape(labels, (-1, 1)), axis=-1)[:, 0]
+        loss = _reduce(xp, -xp.log(xp.clip(picked, eps, 1.0 - eps)), sample_weight)
+        return loss, _rows(xp, dz, sample_weight)
+
+    def get_config(self):
+        return {"class_name": type(self).__name__, "config": {"from_logits": self.from_logits}}
 
 
 class BinaryCrossentropy(_CrossEntropy):
@@ -315,35 +531,54 @@ class BinaryCrossentropy(_CrossEntropy):
     Args:
         from_logits: whether the predictions are logits rather than probabilities (then the
             loss is computed stably from the logits). Defaults to False.
+        label_smoothing: in [0, 1]; the targets become ``y (1 - label_smoothing) +
+            0.5 label_smoothing``, as Keras. Defaults to 0.
 
-    >>> nnx.losses.BinaryCrossentropy(from_logits=True)
+    >>> nnx.losses.BinaryCrossentropy(from_logits=True, label_smoothing=0.1)
     """
 
     name = "binary_crossentropy"
     target_range = (0.0, 1.0)  # checked on the data before training
+
+    def _targets(self, y):
+        if self.label_smoothing:
+            return y * (1.0 - self.label_smoothing) + 0.5 * self.label_smoothing
+        return y
 
     def fuses_with(self, activation):
         from .activations import Sigmoid
 
         return not self.from_logits and type(activation) is Sigmoid
 
-    def forward(self, xp, y, p):
+    def _entries(self, xp, y, p):
+        y = self._targets(y)
         if self.from_logits:  # max(z, 0) - z y + log(1 + e^-|z|)
-            return xp.mean(xp.maximum(p, 0.0) - p * y + xp.log1p(xp.exp(-xp.abs(p))))
+            return xp.maximum(p, 0.0) - p * y + xp.log1p(xp.exp(-xp.abs(p)))
         q = _clip_probabilities(xp, p, _eps(xp, p))
-        return -xp.mean(y * xp.log(q) + (1.0 - y) * xp.log(1.0 - q))
+        return -(y * xp.log(q) + (1.0 - y) * xp.log(1.0 - q))
 
-    def backward(self, xp, y, p):
+    def per_sample(self, xp, y, p):
+        return _mean_rest(xp, self._entries(xp, y, p))
+
+    def forward(self, xp, y, p, sample_weight=None):
+        if sample_weight is not None:
+            return super().forward(xp, y, p, sample_weight)
+        return xp.mean(self._entries(xp, y, p))
+
+    def backward(self, xp, y, p, sample_weight=None):
+        y = self._targets(y)
         scale = 1.0 / _count(p.shape)
         if self.from_logits:
-            return (0.5 * xp.tanh(0.5 * p) + 0.5 - y) * scale
+            return _rows(xp, (0.5 * xp.tanh(0.5 * p) + 0.5 - y) * scale, sample_weight)
         eps = _eps(xp, p)
         q = _clip_probabilities(xp, p, eps)
         inside = (p >= eps) & (p <= 1.0 - eps)
-        return xp.where(inside, (q - y) / (q * (1.0 - q)), 0.0) * scale
+        return _rows(xp, xp.where(inside, (q - y) / (q * (1.0 - q)), 0.0) * scale, sample_weight)
 
-    def logits_value_and_gradient(self, ops, y, p):
-        return self.forward(ops.xp, y, p), (p - y) * (1.0 / _count(p.shape))
+    def logits_value_and_gradient(self, ops, y, p, sample_weight=None):
+        xp = ops.xp
+        return (self.forward(xp, y, p, sample_weight),
+                _rows(xp, (p - self._targets(y)) * (1.0 / _count(p.shape)), sample_weight))
 
 
 registry = Registry("loss", Loss)
@@ -353,6 +588,10 @@ registry.add(Huber, "huber", "huber_loss")
 registry.add(BinaryCrossentropy, "binary_crossentropy")
 registry.add(CategoricalCrossentropy, "categorical_crossentropy")
 registry.add(SparseCategoricalCrossentropy, "sparse_categorical_crossentropy")
+registry.add(KLDivergence, "kl_divergence", "kld", "kullback_leibler_divergence")
+registry.add(Hinge, "hinge")
+registry.add(LogCosh, "log_cosh", "logcosh")
+registry.add(MeanAbsolutePercentageError, "mean_absolute_percentage_error", "mape")
 
 
 def get(identifier: str | dict | Loss) -> Loss:

@@ -386,13 +386,16 @@ class Sequential(Layer):
                 total = total + penalty
         return total
 
-    def compute_gradients(self, x: Any, y: Any, backend: _backend.Backend | None = None) -> Step:
+    def compute_gradients(self, x: Any, y: Any, backend: _backend.Backend | None = None,
+                          sample_weight: Any = None) -> Step:
         """Forward and backward on one batch of device arrays, without an update.
 
         Args:
             x: a batch of inputs, an array of the model's backend in the model's dtype.
             y: the batch's targets, in the layout the loss expects (as ``fit`` prepares them).
             backend: the backend to compute on. Defaults to None: the model's.
+            sample_weight: None, or one weight per sample (n,) of the model's dtype on the same
+                device: the loss is ``sum(sample_weight * loss) / n``, as Keras.
 
         Returns:
             A ``Step``: the loss (weight penalties included), the predictions, the gradient of
@@ -404,11 +407,12 @@ class Sequential(Layer):
         backend = backend or self.backend
         xp = backend.xp
         p, saved = self.forward(x, training=True)
+        weighted = {} if sample_weight is None else {"sample_weight": sample_weight}
         if self._fused:
-            loss, dz = self.loss.logits_value_and_gradient(backend.ops, y, p)
+            loss, dz = self.loss.logits_value_and_gradient(backend.ops, y, p, **weighted)
             dy = None
         else:
-            loss, dy, dz = self.loss.forward(xp, y, p), self.loss.backward(xp, y, p), None
+            loss, dy, dz = self.loss.forward(xp, y, p, **weighted), self.loss.backward(xp, y, p, **weighted), None
         penalty = self.regularization_loss()
         if not (isinstance(penalty, float) and penalty == 0.0):
             loss = loss + penalty
@@ -559,11 +563,22 @@ class Sequential(Layer):
             x = backend.from_host(x)
         return x
 
+    def _prepare_weights(self, x: Any, y: Any, sample_weight: Any, class_weight: Any, backend: _backend.Backend,
+                         what: str = "") -> Any:
+        """The loss weights for prepared (x, y), on x's side (host or device), or None:
+        ``sample_weight`` checked, or ``class_weight`` turned into one weight per sample."""
+        if class_weight is None and sample_weight is None:
+            return None
+        shapes = self._expected_shapes(x)
+        if class_weight is not None:
+            sample_weight = _data.class_weight_to_sample_weight(class_weight, y, self.loss, shapes[1], backend)
+        return _data.sample_weight(sample_weight, int(x.shape[0]), shapes[2], backend, like=x, what=what)
+
     # -- training --------------------------------------------------------------------------
     def fit(self, x: Any, y: Any, batch_size: int | None = None, epochs: int = 1, verbose: int | str = "auto",
             callbacks: list[_callbacks.Callback] | _callbacks.Callback | None = None, validation_split: float = 0.0,
-            validation_data: tuple[Any, Any] | None = None, shuffle: bool = True,
-            initial_epoch: int = 0) -> _callbacks.History:
+            validation_data: tuple | None = None, shuffle: bool = True, class_weight: dict | None = None,
+            sample_weight: Any = None, initial_epoch: int = 0) -> _callbacks.History:
         """Train for ``epochs`` passes over (x, y) in mini-batches.
 
         Args:
@@ -578,8 +593,16 @@ class Sequential(Layer):
             validation_split: the fraction of the samples held out for validation, taken from the
                 *end* of x and y before any shuffling (as Keras: the training part is the first
                 ``floor(n * (1 - validation_split))`` samples). Shuffle class-sorted data first.
-            validation_data: ``(x_val, y_val)``; takes precedence over ``validation_split``.
+            validation_data: ``(x_val, y_val)`` or ``(x_val, y_val, val_sample_weight)``; takes
+                precedence over ``validation_split``.
             shuffle: reshuffle the training samples before each epoch.
+            class_weight: ``{label: weight}``: each training sample's loss is multiplied by the
+                weight of its class (its integer label, the argmax of a one-hot row, or a 0/1
+                target). Keys must be labels of the model and cover every label in ``y``.
+            sample_weight: one non-negative weight per sample, shape (n,): each sample's loss is
+                multiplied by it, and the batch loss is ``sum(w * loss) / batch size`` (Keras's
+                default reduction). ``validation_split`` splits it with x and y. Metrics stay
+                unweighted. Not together with ``class_weight``.
             initial_epoch: the epoch to start from (for resuming).
 
         Returns:
@@ -606,8 +629,12 @@ class Sequential(Layer):
             raise ValueError(f"shuffle must be True or False; received {shuffle!r}.")
         verbose = _progbar.resolve_verbose(verbose)
         _training._as_list(callbacks)  # checked here, before anything (the shuffle generator) is created
+        if class_weight is not None and sample_weight is not None:
+            raise ValueError("fit takes class_weight or sample_weight, not both; received both (multiply the "
+                             "class weights into sample_weight instead).")
         x_all = _data.to_array(x, backend, "x")
         y_all = _data.to_array(y, backend, "y")
+        w_all = None if sample_weight is None else _data.to_array(sample_weight, backend, "sample_weight")
         if validation_split and validation_data is None:
             if x_all.ndim == 0:
                 raise ValueError(f"Expected x with one row per sample; received a scalar ({x_all!r}).")
@@ -622,26 +649,33 @@ class Sequential(Layer):
                                  f"and {n_all - split} for validation.")
             validation_data = (x_all[split:, ...], y_all[split:, ...])
             x_all, y_all = x_all[:split, ...], y_all[:split, ...]
+            if w_all is not None:  # split with x and y, as Keras
+                w_all = _data.check_weight_shape(w_all, n_all)
+                validation_data, w_all = (*validation_data, w_all[split:]), w_all[:split]
         shapes = self._expected_shapes(x_all)  # the validation data must match the training data
         xt, yt = self._prepare(x_all, y_all, backend, shapes=shapes)
         if int(xt.shape[0]) == 0:
             raise ValueError("fit needs at least one sample; received x with 0 samples.")
+        wt = self._prepare_weights(xt, yt, w_all, class_weight, backend)
         validation = None
         if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise ValueError("validation_data must be a tuple (x_val, y_val).")
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+                raise ValueError("validation_data must be a tuple (x_val, y_val) or (x_val, y_val, val_sample_weight).")
             xv, yv = self._prepare(validation_data[0], validation_data[1], backend, what="validation ", shapes=shapes)
             if int(xv.shape[0]) == 0:
                 raise ValueError("validation_data needs at least one sample; received 0.")
-            validation = _training.Batches([xv, yv], batch_size, backend)
+            wv = validation_data[2] if len(validation_data) == 3 else None
+            wv = self._prepare_weights(xv, yv, wv, None, backend, what="validation ")
+            validation = _training.Batches([xv, yv] + ([] if wv is None else [wv]), batch_size, backend)
         self._ensure_built(xt)
         before = self._random_state(), self.optimizer.iterations
         if self._shuffle_rng is None:
             self._shuffle_rng = _random.new_generator()
-        train = _training.Batches([xt, yt], batch_size, backend, rng=self._shuffle_rng if shuffle else None)
+        train = _training.Batches([xt, yt] + ([] if wt is None else [wt]), batch_size, backend,
+                                  rng=self._shuffle_rng if shuffle else None)
         loop = _distributed.loop_type()(self, backend, callbacks, verbose,
-                                        {"fit": True, "epochs": epochs, "steps": len(train), "verbose": verbose,
-                                         "batch_size": batch_size})
+                              {"fit": True, "epochs": epochs, "steps": len(train), "verbose": verbose,
+                               "batch_size": batch_size})
         self.history = loop.history
         try:
             return loop.fit(train, epochs, initial_epoch, validation)
@@ -650,36 +684,44 @@ class Sequential(Layer):
                 self._set_random_state(before[0])
             raise
 
-    def train_on_batch(self, x: Any, y: Any) -> float:
+    def train_on_batch(self, x: Any, y: Any, sample_weight: Any = None, class_weight: dict | None = None) -> float:
         """One optimizer step on one batch.
 
         Args:
             x: the batch's inputs (numpy array, nested lists or an array of the current backend).
             y: its targets, as for ``fit``.
+            sample_weight: one non-negative weight per sample, as for ``fit``. Defaults to None.
+            class_weight: ``{label: weight}``, as for ``fit``; not with ``sample_weight``.
+                Defaults to None.
 
         Returns:
-            The batch's loss before the step, a float.
+            The batch's loss before the step (weighted), a float.
 
         Raises:
             RuntimeError: the model is not compiled, or lives on another backend.
-            ValueError: bad data (as ``fit``), before any weight changes.
+            ValueError: bad data or weights (as ``fit``), before any weight changes.
 
         >>> loss = model.train_on_batch(x[:32], y[:32])
         """
         self._require_compiled("training")
         backend = self._check_backend()
+        if class_weight is not None and sample_weight is not None:
+            raise ValueError("train_on_batch takes class_weight or sample_weight, not both; received both.")
         x, y = self._prepare(x, y, backend)
         if int(x.shape[0]) == 0:
             raise ValueError("train_on_batch needs at least one sample; received 0.")
+        w = self._prepare_weights(x, y, sample_weight, class_weight, backend)
         self._ensure_built(x)
         if _data.is_host(x):
             x, y = backend.from_host(x), backend.from_host(y)
-        loss, _ = _training.Loop(self, backend, None, 0, {}).train_step(x, y)
+            w = None if w is None else backend.from_host(w)
+        loss, _ = _training.Loop(self, backend, None, 0, {}).train_step(x, y, w)
         return float(loss)
 
     # -- inference -------------------------------------------------------------------------
     def evaluate(self, x: Any, y: Any, batch_size: int | None = None, verbose: int | str = 0,
-                 return_dict: bool = False, callbacks: Any = None) -> float | list[float] | dict[str, float]:
+                 sample_weight: Any = None, return_dict: bool = False,
+                 callbacks: Any = None) -> float | list[float] | dict[str, float]:
         """The loss (with weight penalties) and metrics over (x, y), in inference mode.
 
         Args:
@@ -688,6 +730,9 @@ class Sequential(Layer):
             batch_size: samples per batch. Defaults to None, which means 32.
             verbose: 0 silent, 1 a progress bar, 2 one line, ``"auto"`` (1 on a terminal, else
                 2). Defaults to 0.
+            sample_weight: one non-negative weight per sample, shape (n,): the loss is
+                ``sum(w * loss) / n`` as in ``fit``; the metrics stay unweighted. Defaults to
+                None.
             return_dict: return ``{name: value}`` instead of a list. Defaults to False.
             callbacks: a ``Callback`` or a list of them (their ``on_test_*`` hooks run).
                 Defaults to None.
@@ -699,8 +744,9 @@ class Sequential(Layer):
         Raises:
             RuntimeError: the model is not compiled, or lives on another backend.
             TypeError: ``return_dict`` is not a bool.
-            ValueError: bad arguments or data; or a loss or metric that is NaN or inf although
-                the data and the weights are finite (the data overflows the model's float type).
+            ValueError: bad arguments, data or weights; or a loss or metric that is NaN or inf
+                although the data and the weights are finite (the data overflows the model's
+                float type).
 
         >>> loss, acc = model.evaluate(x_test, y_test)
         """
@@ -714,9 +760,10 @@ class Sequential(Layer):
         x, y = self._prepare(x, y, backend)
         if int(x.shape[0]) == 0:
             raise ValueError("evaluate needs at least one sample; received x with 0 samples.")
+        w = self._prepare_weights(x, y, sample_weight, None, backend)
         self._ensure_built(x)
         loop = _distributed.loop_type()(self, backend, callbacks, verbose, {})
-        logs = loop.evaluate(_training.Batches([x, y], batch_size, backend))
+        logs = loop.evaluate(_training.Batches([x, y] + ([] if w is None else [w]), batch_size, backend))
         if not all(math.isfinite(v) for v in logs.values()):
             error = _data.overflow_error(self, backend, "The loss or a metric", {"x": x, "y": y})
             if error is not None:
@@ -726,12 +773,15 @@ class Sequential(Layer):
         values = list(logs.values())
         return values[0] if len(values) == 1 else values
 
-    def test_on_batch(self, x: Any, y: Any, return_dict: bool = False) -> float | list[float] | dict[str, float]:
+    def test_on_batch(self, x: Any, y: Any, sample_weight: Any = None,
+                      return_dict: bool = False) -> float | list[float] | dict[str, float]:
         """``evaluate`` on one batch, in inference mode.
 
         Args:
             x: the batch's inputs.
             y: its targets, as for ``fit``.
+            sample_weight: one non-negative weight per sample, as for ``evaluate``. Defaults to
+                None.
             return_dict: return ``{name: value}`` instead of a list. Defaults to False.
 
         Returns:
@@ -743,7 +793,8 @@ class Sequential(Layer):
         >>> loss, acc = model.test_on_batch(x[:32], y[:32])
         """
         x = _data.to_array(x, self._check_backend(), "x")
-        return self.evaluate(x, y, batch_size=max(1, int(x.shape[0]) if x.ndim else 1), return_dict=return_dict)
+        return self.evaluate(x, y, batch_size=max(1, int(x.shape[0]) if x.ndim else 1), sample_weight=sample_weight,
+                             return_dict=return_dict)
 
     def predict(self, x: Any, batch_size: int | None = None, verbose: int | str = 0, callbacks: Any = None) -> Any:
         """Outputs for ``x``, computed batch by batch in inference mode.

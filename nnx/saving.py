@@ -701,7 +701,7 @@ def save_model(model: Any, filepath: str) -> None:
         meta["compile"] = {
             "optimizer": _optimizers.serialize(model.optimizer),
             "loss": model.loss.get_config(),
-            "metrics": [m if isinstance(m, str) else m.name for m in model._metric_specs],
+            "metrics": [m if isinstance(m, str) else {**m.get_config(), "name": m.name} for m in model._metric_specs],
             "iterations": state["iterations"],
             "slots": [len(s) for s in state["slots"]],
         }

@@ -16,7 +16,8 @@ from . import progbar as _progbar
 
 
 class Batches:
-    """Mini-batches of aligned arrays (x, y, …): in order, or shuffled with ``rng`` each epoch.
+    """Mini-batches of aligned arrays (x, y and, when given, the sample weights): in order, or
+    shuffled with ``rng`` each epoch (every array by the same permutation).
 
     Arrays already on the device are gathered there (one index transfer per epoch); host arrays
     are sliced on the host and each batch is moved (data too large for the device).
@@ -77,29 +78,40 @@ def shard_bounds(start: int, stop: int, rank: int, size: int) -> tuple[int, int]
 
 
 class RunningLogs(Mapping):
-    """Running means over the samples seen so far, read from the device only when a key is looked up."""
+    """Running means over the samples seen so far (and stateful metrics' results), read from the
+    device only when a key is looked up."""
 
-    def __init__(self, sums: dict[str, Any], count: int):
-        self._sums, self._count = sums, count
+    def __init__(self, sums: dict[str, Any], count: int, states: dict[str, Any] | None = None,
+                 names: list[str] | None = None):
+        self._sums, self._count, self._states = sums, count, states or {}
+        self._names = names if names is not None else [*sums, *self._states]
 
     def __getitem__(self, key: str) -> float:
+        if key in self._states:
+            return float(self._states[key].result())
         return float(self._sums[key]) / max(self._count, 1)
 
     def __iter__(self):
-        return iter(self._sums)
+        return iter(self._names)
 
     def __len__(self) -> int:
-        return len(self._sums)
+        return len(self._names)
 
 
 class Sums:
-    """Per-sample sums of the loss and metrics over an epoch, kept on the device in float64 where
-    the device has it (a loss near the float32 range times the batch size, summed over an epoch,
-    stays finite), else in float32 (float16 values are widened: their sums overflow at 65504)."""
+    """Per-sample sums of the loss and the mean metrics over an epoch, kept on the device in
+    float64 where the device has it (a loss near the float32 range times the batch size, summed
+    over an epoch, stays finite), else in float32 (float16 values are widened: their sums overflow
+    at 65504). Stateful metrics (``metric.stateful``: Precision, Recall, AUC) accumulate in
+    ``states``, a fresh copy of each metric per ``Sums``, whose ``state`` lists are additive counts
+    on the device."""
 
     def __init__(self, model: Any, xp: Any, wide: bool = True):
         self.model, self.xp = model, xp
-        self.values: dict[str, Any] = {"loss": 0.0, **{m.name: 0.0 for m in model.metrics}}
+        self.names = ["loss", *(m.name for m in model.metrics)]
+        self.mean_metrics = [m for m in model.metrics if not m.stateful]
+        self.states = {m.name: m.fresh() for m in model.metrics if m.stateful}
+        self.values: dict[str, Any] = {"loss": 0.0, **{m.name: 0.0 for m in self.mean_metrics}}
         self.count = 0
         self._to = xp.float64 if wide and hasattr(xp, "float64") else xp.float32
 
@@ -108,15 +120,18 @@ class Sums:
 
     def add(self, loss: Any, y: Any, p: Any, n: int) -> None:
         self.values["loss"] = self.values["loss"] + self._wide(loss) * n
-        for metric in self.model.metrics:
+        for metric in self.mean_metrics:
             self.values[metric.name] = self.values[metric.name] + self._wide(metric.batch_total(self.xp, y, p))
+        for metric in self.states.values():
+            metric.update(self.xp, y, p)
         self.count += n
 
     def running(self) -> RunningLogs:
-        return RunningLogs(self.values, self.count)
+        return RunningLogs(self.values, self.count, self.states, self.names)
 
     def means(self) -> dict[str, float]:
-        return {k: float(v) / max(self.count, 1) for k, v in self.values.items()}
+        logs = self.running()
+        return {k: logs[k] for k in self.names}
 
 
 class Loop:
@@ -136,9 +151,9 @@ class Loop:
         self._check_next_step = bool(params.get("fit"))  # fit's first step is checked before it is applied
 
     # -- one step ---------------------------------------------------------------------------
-    def train_step(self, x: Any, y: Any) -> tuple[Any, Any]:
+    def train_step(self, x: Any, y: Any, sample_weight: Any = None) -> tuple[Any, Any]:
         """compute gradients -> reduce -> apply; returns (loss, predictions) of the batch."""
-        step = self.model.compute_gradients(x, y, self.backend)
+        step = self.model.compute_gradients(x, y, self.backend, sample_weight=sample_weight)
         grads = self.reduce(step.grads)
         if self._check_next_step:  # finite data that overflows the model: a ValueError, no weight changed
             self._check_next_step = False
@@ -180,10 +195,10 @@ class Loop:
             bar = _progbar.Progbar(len(train), self.verbose, prefix=header if self.verbose == 2 else "")
             sums = self.new_sums(True)
             done = 0
-            for step, (start, stop, (xb, yb)) in enumerate(train):
+            for step, (start, stop, (xb, yb, *wb)) in enumerate(train):
                 if batch_hooks:
                     cbs.call("on_train_batch_begin", step, sums.running())
-                loss, p = self.train_step(xb, yb)
+                loss, p = self.train_step(xb, yb, *wb)
                 sums.add(loss, yb, p, stop - start)
                 done = step + 1
                 if batch_hooks:
@@ -209,11 +224,12 @@ class Loop:
         bar = _progbar.Progbar(len(batches), 0 if in_fit else self.verbose)
         cbs.call("on_test_begin", {})
         sums = self.new_sums(False)
-        for step, (start, stop, (xb, yb)) in enumerate(batches):
+        for step, (start, stop, (xb, yb, *wb)) in enumerate(batches):
             if hooks:
                 cbs.call("on_test_batch_begin", step, sums.running())
             p = model.forward(xb, training=False)[0]
-            sums.add(model.loss.forward(xp, yb, p), yb, p, stop - start)
+            loss = model.loss.forward(xp, yb, p, sample_weight=wb[0]) if wb else model.loss.forward(xp, yb, p)
+            sums.add(loss, yb, p, stop - start)
             if hooks:
                 cbs.call("on_test_batch_end", step, sums.running())
             if bar.verbose == 1:

@@ -591,7 +591,8 @@ def fit_cases(draw, model: str = "clf", extremes: bool = False):
     tags = [f"focus:{focus}"] + tx + ty + tk
     if has_validation_data:
         rng = _rng(draw)
-        choices = ["good", "list"] + (["width", "nan", "length", "labels", "three", "str", "dict", "empty", "array"]
+        choices = ["good", "list"] + (["width", "nan", "length", "labels", "three", "four", "str", "dict", "empty",
+                                       "array"]
                                       if focus in ("validation_data", "anything") else [])
         what = draw(st.sampled_from(choices))
         m = draw(st.integers(1, 5))
@@ -601,7 +602,9 @@ def fit_cases(draw, model: str = "clf", extremes: bool = False):
                   "width": ((xv[:, :3], yv), False), "nan": ((np.where(xv > 0, np.nan, xv), yv), None),
                   "length": ((xv, np.concatenate([yv, yv])), False),
                   "labels": ((xv, yv + 5), model != "clf"),
-                  "three": ((xv, yv, yv), False), "str": ("xy", False), "dict": ({"x": xv, "y": yv}, False),
+                  # (x, y, sample_weight) as Keras: valid when the weights (here y) are non-negative
+                  "three": ((xv, yv, yv), bool((yv >= 0).all())), "four": ((xv, yv, yv, yv), False),
+                  "str": ("xy", False), "dict": ({"x": xv, "y": yv}, False),
                   "empty": ((xv[:0], yv[:0]), False), "array": (np.ones((2, m)), False)}[what]
         if what == "nan":
             ok = not np.isnan(vd[0]).any()
