@@ -192,9 +192,10 @@ _EPS_BY_DTYPE: dict = {}
 def _eps(xp: Any, p: Any) -> float:
     """The probability clip: Keras's 1e-7, or the dtype's resolution where that is coarser
     (``1 - 1e-7`` rounds to 1 in float16)."""
-    eps = _EPS_BY_DTYPE.get(p.dtype)
+    key = (type(p), str(p.dtype))  # dtypes of different libraries do not compare quietly
+    eps = _EPS_BY_DTYPE.get(key)
     if eps is None:
-        eps = _EPS_BY_DTYPE[p.dtype] = max(EPSILON, float(xp.finfo(p.dtype).eps))
+        eps = _EPS_BY_DTYPE[key] = max(EPSILON, float(xp.finfo(p.dtype).eps))
     return eps
 
 
