@@ -1,12 +1,20 @@
-"""Layers: ``Input``, ``Dense``, ``Activation``, ``Dropout``, ``Flatten``, and the ``Layer`` base."""
+"""Layers: ``Input``, ``Dense``, ``Activation``, ``Dropout``, ``Flatten``, the convolutions and
+poolings, and the ``Layer`` base."""
 from __future__ import annotations
 
 from ..registry import Registry
 from .base import Layer, Weight
+from .conv import Conv1D, Conv2D, ZeroPadding2D
 from .core import Activation, Dense, Dropout, Flatten, Input, LeakyReLU, ReLU, Reshape, Softmax
+from .pooling import (AveragePooling1D, AveragePooling2D, GlobalAveragePooling1D, GlobalAveragePooling2D,
+                      GlobalMaxPooling2D, MaxPooling1D, MaxPooling2D)
+
+#: the convolution and pooling layers (``nnx.saving`` knows their weight shapes)
+CONV_LAYERS = (Conv1D, Conv2D, ZeroPadding2D, MaxPooling1D, MaxPooling2D, AveragePooling1D, AveragePooling2D,
+               GlobalAveragePooling1D, GlobalAveragePooling2D, GlobalMaxPooling2D)
 
 registry = Registry("layer class", Layer)
-for _cls in (Input, Dense, Activation, Dropout, Flatten, ReLU, LeakyReLU, Softmax, Reshape):
+for _cls in (Input, Dense, Activation, Dropout, Flatten, ReLU, LeakyReLU, Softmax, Reshape, *CONV_LAYERS):
     registry.add(_cls, _cls.__name__)
 
 
@@ -34,4 +42,6 @@ def deserialize(config: dict) -> Layer:
 
 
 __all__ = ["Layer", "Weight", "Input", "Dense", "Activation", "Dropout", "Flatten", "ReLU", "LeakyReLU", "Softmax",
-           "Reshape", "register", "serialize", "deserialize"]
+           "Reshape", "Conv1D", "Conv2D", "ZeroPadding2D", "MaxPooling1D", "MaxPooling2D", "AveragePooling1D",
+           "AveragePooling2D", "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalMaxPooling2D", "register",
+           "serialize", "deserialize"]
