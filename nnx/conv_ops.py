@@ -109,20 +109,22 @@ class ConvOps:
         return xp.reshape(z, (n, ho, wo, f)), (cols, tuple(xpad.shape))
 
     def conv2d_backward(self, saved: Any, dz: Any, kernel: Any, strides: Pair, dilation: Pair, pads: Pads,
-                        need_dx: bool = True, need_dkernel: bool = True) -> tuple[Any, Any]:
-        """``(dx, dkernel)`` from ``conv2d``'s ``saved`` and the output gradient ``dz``
-        (read-only); either is None when not asked for."""
+                        need_dx: bool = True, need_dkernel: bool = True,
+                        need_dbias: bool = False) -> tuple[Any, Any, Any]:
+        """``(dx, dkernel, dbias)`` from ``conv2d``'s ``saved`` and the output gradient ``dz``
+        (read-only); each is None when not asked for."""
         xp = self.xp
         cols, padded_shape = saved
         kh, kw, c, f = kernel.shape
         n, ho, wo, _ = dz.shape
         dz2 = xp.reshape(dz, (n * ho * wo, f))
         dkernel = xp.reshape(cols.T @ dz2, kernel.shape) if need_dkernel else None
+        dbias = self.sum_rows(dz2) if need_dbias else None
         if not need_dx:
-            return None, dkernel
+            return None, dkernel, dbias
         dcols = xp.reshape(dz2 @ xp.reshape(kernel, (kh * kw * c, f)).T, (n, ho, wo, kh * kw * c))
         dx = self.col2im(dcols, padded_shape, (kh, kw), strides, dilation)
-        return self.crop2d(dx, pads), dkernel
+        return self.crop2d(dx, pads), dkernel, dbias
 
     # -- pooling ---------------------------------------------------------------------------
     @staticmethod
@@ -131,12 +133,17 @@ class ConvOps:
 
     def max_pool2d(self, x: Any, window: Pair, strides: Pair, pads: Pads) -> tuple[Any, Any]:
         """``(y, saved)``: the maximum over each window (padding never wins) and, for the
-        backward, the index of the first maximum of each window."""
+        backward, the position in its window of each first maximum."""
         xp = self.xp
         xpad = self.pad2d(x, pads, -math.inf)
         out_hw = self._pool_out(xpad.shape, window, strides)
-        stacked = xp.stack([xpad[:, r, c, :] for r, c in _taps(window, strides, (1, 1), out_hw)], axis=0)
-        return xp.max(stacked, axis=0), (xp.argmax(stacked, axis=0), tuple(xpad.shape))
+        taps = [xpad[:, r, c, :] for r, c in _taps(window, strides, (1, 1), out_hw)]
+        y, index = taps[0], xp.zeros(tuple(taps[0].shape), dtype=xp.int32, device=self.device)
+        for k, tap in enumerate(taps[1:], 1):
+            better = tap > y
+            y = xp.where(better, tap, y)
+            index = xp.where(better, k, index)
+        return y, (index, tuple(xpad.shape))
 
     def max_pool2d_backward(self, saved: Any, dy: Any, window: Pair, strides: Pair, pads: Pads) -> Any:
         """``dx``: ``dy`` routed to the first maximum of each window."""

@@ -18,6 +18,23 @@ for _cls in (Input, Dense, Activation, Dropout, Flatten, ReLU, LeakyReLU, Softma
     registry.add(_cls, _cls.__name__)
 
 
+def conv_architecture(class_name: str, config: dict,
+                      input_shape: tuple[int, ...]) -> tuple[list[tuple[int, ...]], tuple[int, ...]]:
+    """(weight shapes, output shape) of one of ``CONV_LAYERS`` made from ``config`` for samples of
+    ``input_shape``, without creating weights (``nnx.saving`` checks files against them).
+    Raises ValueError for a config or an input shape the layer refuses."""
+    cls = {c.__name__: c for c in CONV_LAYERS}[class_name]
+    try:
+        layer = cls(**config)
+    except TypeError as e:
+        raise ValueError(f"invalid {class_name} config: {e}") from None
+    output_shape = tuple(layer.compute_output_shape(tuple(input_shape)))
+    weights = []
+    if isinstance(layer, (Conv1D, Conv2D)):
+        weights = [layer.kernel_shape(input_shape), *([(layer.filters,)] if layer.use_bias else [])]
+    return weights, output_shape
+
+
 def register(cls: type[Layer]) -> type[Layer]:
     """Make a user layer class loadable by ``from_config`` / ``load_model`` (use as a decorator)."""
     registry.add(cls, cls.__name__)

@@ -19,12 +19,11 @@ from .base import Layer, as_int
 
 def int_tuple(value: Any, rank: int, what: str, minimum: int = 1) -> tuple[int, ...]:
     """An int (repeated ``rank`` times) or a tuple of ``rank`` ints >= ``minimum``, or ValueError."""
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        value = (value,) * rank
-    if not isinstance(value, (tuple, list)) or len(value) != rank or any(
-            isinstance(v, bool) or not isinstance(v, (int, np.integer)) or int(v) < minimum for v in value):
+    values = (value,) * rank if isinstance(value, (int, np.integer)) and not isinstance(value, bool) else value
+    if not isinstance(values, (tuple, list)) or len(values) != rank or any(
+            isinstance(v, bool) or not isinstance(v, (int, np.integer)) or int(v) < minimum for v in values):
         raise ValueError(f"{what} must be an int or a tuple of {rank} ints >= {minimum}; received {value!r}.")
-    return tuple(int(v) for v in value)
+    return tuple(int(v) for v in values)
 
 
 def padding_mode(value: Any, allowed: tuple[str, ...] = ("valid", "same")) -> str:
@@ -152,12 +151,13 @@ class _Conv(Layer):
         grads = {}
         if not (need_dx or self.trainable):
             return None, grads
-        dx, dkernel = self.ops.conv2d_backward(saved[0], self._as_2d(dz), kernel, strides, dilation, self._pads,
-                                               need_dx=need_dx, need_dkernel=self.trainable)
+        dx, dkernel, dbias = self.ops.conv2d_backward(
+            saved[0], self._as_2d(dz), kernel, strides, dilation, self._pads, need_dx=need_dx,
+            need_dkernel=self.trainable, need_dbias=self.trainable and self.use_bias)
         if self.trainable:
             grads[self.kernel] = dkernel if self.rank == 2 else xp.reshape(dkernel, self.kernel.shape)
             if self.use_bias:
-                grads[self.bias] = self.ops.sum_rows(xp.reshape(dz, (-1, self.filters)))
+                grads[self.bias] = dbias
         return (self._from_2d(dx) if need_dx else None), grads
 
     def get_config(self) -> dict:
