@@ -6,12 +6,13 @@ float32, sparse softmax cross-entropy, plain SGD, the same initial weights, on s
 MNIST-shaped images (28x28x1), in alternating rounds on one backend:
 
   (a) nnx       ``model.fit``
-  (b) torch     the same model in PyTorch eager (NCHW, as PyTorch's default) on the matching
+  (b) floor     the step's matrix products alone, on ready-made patch matrices
+  (c) torch     the same model in PyTorch eager (NCHW, as PyTorch's default) on the matching
                 device (CPU for numpy, CUDA for cupy), when importable
 
 Prints the median time per variant, samples per second, the last epoch's mean loss (a check
-that both do the same work), and the ratio nnx/torch. ``--profile`` also prints where nnx's step
-time goes, layer by layer.
+that nnx and torch do the same work), and the ratios nnx/floor and nnx/torch. ``--profile`` also
+prints where nnx's step time goes, layer by layer.
 
     python benchmarks/cnn.py --batch-size 128 --rounds 7
     python benchmarks/cnn.py --profile
@@ -81,7 +82,36 @@ def run_nnx(x, y, batch_size, epochs, backend):
     return time.perf_counter() - start, history.history["loss"][-1]
 
 
-# -- (b) PyTorch -------------------------------------------------------------------------------
+# -- (b) the matrix products alone ------------------------------------------------------------
+def run_floor(x, y, batch_size, epochs, backend):
+    """The step's matrix products on ready-made patch matrices: each convolution's forward and
+    kernel gradient, the second one's input gradient, the dense layer's three. No im2col or
+    col2im, bias, activation, pooling, loss or update."""
+    xp, dev = backend.xp, backend.device
+    n = x.shape[0]
+    shapes = [((26 * 26, 9), (9, 32)), ((11 * 11, 288), (288, 64)), ((1, 1600), (1600, 10))]
+    mats = []
+    for (rows, k), (_, f) in shapes:
+        mats.append((xp.ones((batch_size * rows, k), dtype=xp.float32, device=dev),
+                     xp.ones((k, f), dtype=xp.float32, device=dev),
+                     xp.ones((batch_size * rows, f), dtype=xp.float32, device=dev)))
+    backend.synchronize()
+    start = time.perf_counter()
+    for _ in range(epochs):
+        for i in range(0, n, batch_size):
+            m = min(batch_size, n - i)
+            for layer, (a, w, d) in enumerate(mats):
+                rows = a.shape[0] // batch_size * m
+                a, d = a[:rows, ...], d[:rows, ...]
+                a @ w
+                a.T @ d
+                if layer > 0:
+                    d @ w.T
+    backend.synchronize()
+    return time.perf_counter() - start, float("nan")
+
+
+# -- (c) PyTorch -------------------------------------------------------------------------------
 def torch_runner(backend):
     try:
         import torch
@@ -193,7 +223,7 @@ def main() -> None:
     backend = nnx.set_backend(args.backend)
     nnx.seed(0)
     x, y = make_data(args.samples)
-    variants = {"nnx": run_nnx}
+    variants = {"nnx": run_nnx, "floor": run_floor}
     torch_run = torch_runner(backend)
     if torch_run is not None:
         variants["torch"] = torch_run
@@ -219,12 +249,14 @@ def main() -> None:
     medians = {k: statistics.median(v) for k, v in times.items()}
     for name, t in medians.items():
         print(f"{name:<8}{t:>10.4f}{samples / t:>12,.0f}{losses[name]:>11.4f}")
-    if "torch" in medians:
-        print(f"ratio of medians: nnx/torch {medians['nnx'] / medians['torch']:.3f}")
-        if args.rounds >= 3:  # each round's nnx time over the same round's torch time
-            r = sorted(a / b for a, b in zip(times["nnx"], times["torch"]))
-            q1, q2, q3 = statistics.quantiles(r, n=4)
-            print(f"paired per-round ratio, median [quartiles]: nnx/torch {q2:.3f} [{q1:.3f}, {q3:.3f}]")
+    others = [k for k in medians if k != "nnx"]
+    print("ratios of medians: " + ", ".join(f"nnx/{k} {medians['nnx'] / medians[k]:.3f}" for k in others))
+    if args.rounds >= 3:  # each round's nnx time over the same round's other times: robust to drift
+        paired = []
+        for k in others:
+            q1, q2, q3 = statistics.quantiles(sorted(a / b for a, b in zip(times["nnx"], times[k])), n=4)
+            paired.append(f"nnx/{k} {q2:.3f} [{q1:.3f}, {q3:.3f}]")
+        print("paired per-round ratios, median [quartiles]: " + ", ".join(paired))
     if args.profile or args.quick:
         profile(x, y, args.batch_size, args.epochs, backend)
 
