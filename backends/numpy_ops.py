@@ -9,6 +9,7 @@ import numpy as np
 
 from ..activations import Linear, ReLU, Sigmoid, Softmax, Tanh
 from ..ops import Ops
+from .numpy_conv import _BITS, NumpyConvOps, _select
 
 
 def _relu(z):
@@ -35,13 +36,12 @@ _FORWARD = {Linear: lambda z: z, ReLU: _relu, Tanh: lambda z: np.tanh(z, out=z),
 
 
 def _relu_backward(dy, y):
-    # dy * (y > 0) is ten times faster than np.where here; where it is not finite (inf or NaN in
-    # dy under a zero of y: inf * 0), fall back to where's 0, as the portable code gives
-    with np.errstate(invalid="ignore", over="ignore"):
-        dx = np.multiply(dy, y > 0)
-        finite = np.isfinite(np.add.reduce(dx, axis=None))
-    if not finite:
+    # dy where y > 0, else +0 (inf and NaN blocked too), branch-free: np.where branches per element,
+    # about five times slower on masks as irregular as ReLU's
+    if dy.dtype.itemsize not in _BITS or dy.shape != y.shape:
         return np.where(y > 0, dy, dy.dtype.type(0))
+    dx = np.empty(dy.shape, dy.dtype)
+    _select(np.greater(y, 0), dy, dx)
     return dx
 
 
@@ -62,9 +62,10 @@ def _sigmoid_backward(dy, y):
 _BACKWARD = {Linear: lambda dy, y: dy, ReLU: _relu_backward, Tanh: _tanh_backward, Sigmoid: _sigmoid_backward}
 
 
-class NumpyOps(Ops):
+class NumpyOps(NumpyConvOps, Ops):
     """In-place NumPy kernels for the common activations, the bias gradient, sparse cross-entropy,
-    the optimizer updates, and a scatter-add (``np.add.at``) for the Embedding gradient."""
+    the optimizer updates, and a scatter-add (``np.add.at``) for the Embedding gradient;
+    strided-view convolutions and pooling (``NumpyConvOps``)."""
 
     name = "numpy"
     fast_activations = frozenset(_FORWARD)

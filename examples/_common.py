@@ -3,12 +3,17 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import Callable
 
 import nnx
 
 
-def parse(description: str, epochs: int) -> argparse.Namespace:
+def parse(description: str, epochs: int, extra: Callable[[argparse.ArgumentParser], None] | None = None
+          ) -> argparse.Namespace:
+    """The common options; ``extra(parser)`` adds a script's own."""
     parser = argparse.ArgumentParser(description=description)
+    if extra is not None:
+        extra(parser)
     parser.add_argument("--backend", default="numpy", help="numpy, cupy, array_api_strict or auto")
     parser.add_argument("--epochs", type=int, default=epochs)
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "output"),

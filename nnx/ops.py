@@ -18,10 +18,12 @@ from __future__ import annotations
 from typing import Any
 
 from . import activations as _act
+from .conv_ops import ConvOps
 
 
-class Ops:
-    """Portable operations over an Array API namespace ``xp`` on ``device``."""
+class Ops(ConvOps):
+    """Portable operations over an Array API namespace ``xp`` on ``device`` (the convolution and
+    pooling ones are in ``nnx.conv_ops``)."""
 
     name = "portable"
     #: activation classes with a backend kernel; see ``fast_activation``

