@@ -38,6 +38,9 @@ def _launch(out, mode: str, timeout: float = TIMEOUT, script: list[str] | None =
         pytest.skip("mpiexec is not installed (pip install -e '.[distributed]' brings mpich's)")
     env = {k: v for k, v in os.environ.items() if k != "NNX_BACKEND"}
     env.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    # Open MPI's mpiexec refuses to run as root unless told (CI and containers run as root);
+    # MPICH ignores these
+    env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
     args = script or [os.path.join(HERE, "dist_worker.py"), str(out), mode]
     cmd = [mpiexec, "-n", "2", sys.executable, "-m", "mpi4py", *args]
     return subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout, env=env)
