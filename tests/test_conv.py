@@ -5,6 +5,10 @@ portable ones."""
 from __future__ import annotations
 
 import math
+import os
+import platform
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -525,3 +529,19 @@ def test_numpy_max_pooling_takes_the_tiled_path_and_matches(backend, window, sha
     dy[0, 0, 0, 1] = np.nan
     np.testing.assert_array_equal(fast.max_pool2d_backward(saved, dy, window, window, pads),
                                   portable.max_pool2d_backward(saved0, dy, window, window, pads))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
+                    reason="glibc's mallopt")
+def test_numpy_backend_keeps_freed_memory_unless_told_not_to():
+    """Without it a CNN step faults in fresh pages for its large arrays on every step (about 30% of
+    the step in benchmarks/cnn.py); NNX_MALLOPT=0 leaves the allocator alone."""
+    code = "import nnx; from nnx.backends import numpy_backend as m; print(m.keep_freed_memory())"
+
+    def run(env):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                             env={**os.environ, **env})
+        return out.stdout.strip()
+
+    assert run({}) == "True"
+    assert run({"NNX_MALLOPT": "0"}) == "False"

