@@ -192,7 +192,7 @@ _EPS_BY_DTYPE: dict = {}
 def _eps(xp: Any, p: Any) -> float:
     """The probability clip: Keras's 1e-7, or the dtype's resolution where that is coarser
     (``1 - 1e-7`` rounds to 1 in float16)."""
-    key = (type(p), str(p.dtype))  # dtypes of different libraries do not compare quietly
+    key = (type(p), p.dtype)  # the array type first: dtypes of different libraries never get compared
     eps = _EPS_BY_DTYPE.get(key)
     if eps is None:
         eps = _EPS_BY_DTYPE[key] = max(EPSILON, float(xp.finfo(p.dtype).eps))
