@@ -28,13 +28,17 @@ PHASES = ("take", "forward", "loss", "backward", "update", "rest")
 def timed(owner, name: str, into: dict, phase: str):
     """Wrap ``owner.name`` so its wall time adds to ``into[phase]``; returns an undo function."""
     original = getattr(owner, name)
+    depth = [0]  # only the outermost call counts (a method may call itself, e.g. the model's forward)
 
     def wrapper(*args, **kwargs):
+        depth[0] += 1
         start = time.perf_counter()
         try:
             return original(*args, **kwargs)
         finally:
-            into[phase] += time.perf_counter() - start
+            depth[0] -= 1
+            if depth[0] == 0:
+                into[phase] += time.perf_counter() - start
 
     setattr(owner, name, wrapper)
     return lambda: setattr(owner, name, original)
