@@ -1,0 +1,139 @@
+"""The Keras conventions a Keras user's script relies on (API.md), one test each."""
+from __future__ import annotations
+
+import copy
+import json
+import pickle
+
+import numpy as np
+import pytest
+
+import nnx
+
+
+def _data(n=40, d=5, k=3, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d)).astype("float32")
+    return x, (x[:, 0] > 0).astype("int64") + (x[:, 1] > 1).astype("int64")
+
+
+def _compiled(**dense_kwargs):
+    model = nnx.Sequential([nnx.Dense(8, activation="relu", **dense_kwargs), nnx.Dense(3, activation="softmax")])
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+@pytest.mark.parametrize("kwargs", [{"input_shape": (5,)}, {"input_dim": 5}, {"input_dim": np.int64(5)}])
+def test_first_layer_input_shape_or_dim_builds_like_an_input(backend, kwargs):
+    nnx.seed(3)
+    model = _compiled(**kwargs)
+    nnx.seed(3)
+    reference = nnx.Sequential([nnx.Input(5), nnx.Dense(8, activation="relu"), nnx.Dense(3, activation="softmax")])
+    assert model.built and model.input_shape == (5,)
+    for a, b in zip(model.get_weights(), reference.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_batch_size_none_is_32_and_a_single_callback_is_accepted(backend):
+    x, y = _data(n=70)
+
+    class Count(nnx.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.batches = 0
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.batches += 1
+
+    count = Count()
+    _compiled(input_dim=5).fit(x, y, batch_size=None, epochs=1, callbacks=count, verbose=0)
+    assert count.batches == 3  # ceil(70 / 32)
+
+
+def test_metrics_as_a_bare_string_is_refused_and_nothing_changes(backend):
+    model = _compiled(input_dim=5)
+    optimizer = model.optimizer
+    with pytest.raises(ValueError, match="must be a list"):
+        model.compile("sgd", "mse", metrics="accuracy")
+    assert model.optimizer is optimizer and model.loss.name == "sparse_categorical_crossentropy"
+
+
+def test_keras_class_names_and_regularizer_functions(backend):
+    assert type(nnx.initializers.get("GlorotUniform")).__name__ == "glorot_uniform"
+    assert isinstance(nnx.losses.get("SparseCategoricalCrossentropy"), nnx.losses.SparseCategoricalCrossentropy)
+    assert isinstance(nnx.optimizers.get("Adam"), nnx.optimizers.Adam)
+    w = np.array([[1.0, -2.0], [0.5, 0.0]])
+    xp = nnx.get_backend().xp
+    wd = nnx.asarray(w, dtype="float32")
+    assert float(nnx.regularizers.l1(0.01)(xp, wd)) == pytest.approx(0.035)
+    assert float(nnx.regularizers.l2(0.01)(xp, wd)) == pytest.approx(0.0525)
+    assert float(nnx.regularizers.l1_l2(l1=0.01, l2=0.01)(xp, wd)) == pytest.approx(0.0875)
+
+
+def test_metrics_names_predict_on_batch_and_test_on_batch(backend):
+    x, y = _data()
+    model = _compiled(input_dim=5)
+    model.fit(x, y, epochs=1, verbose=0)
+    assert model.metrics_names == ["loss", "accuracy"]
+    np.testing.assert_allclose(nnx.to_numpy(model.predict_on_batch(x[:7])), nnx.to_numpy(model.predict(x[:7])),
+                               rtol=1e-6)
+    loss, acc = model.test_on_batch(x[:7], y[:7])
+    expected = model.evaluate(x[:7], y[:7], batch_size=7)
+    assert loss == pytest.approx(expected[0], rel=1e-6) and acc == pytest.approx(expected[1])
+
+
+def test_get_layer_by_name_and_index(backend):
+    model = _compiled(input_dim=5)
+    assert model.get_layer(index=0) is model.layers[0]
+    assert model.get_layer(index=-1) is model.layers[-1]
+    assert model.get_layer(name=model.layers[1].name) is model.layers[1]
+    with pytest.raises(ValueError):
+        model.get_layer(index=5)
+    with pytest.raises(ValueError):
+        model.get_layer()
+
+
+def test_to_json_and_model_from_json_rebuild_the_architecture(backend):
+    model = _compiled(input_dim=5)
+    text = model.to_json()
+    assert json.loads(text)["class_name"] == "Sequential"
+    clone = nnx.models.model_from_json(text)
+    assert [type(l) for l in clone.layers] == [type(l) for l in model.layers]
+    assert clone.count_params() == model.count_params()
+
+
+def test_deepcopy_and_pickle_carry_weights_and_optimizer_state(backend, tmp_path):
+    x, y = _data()
+    model = _compiled(input_dim=5)
+    model.fit(x, y, epochs=2, verbose=0)
+    for twin in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        assert twin is not model
+        np.testing.assert_array_equal(nnx.to_numpy(twin.predict(x)), nnx.to_numpy(model.predict(x)))
+        assert twin.optimizer.iterations == model.optimizer.iterations
+        twin.fit(x, y, epochs=1, verbose=0, shuffle=False)
+    before = model.get_weights()
+    copy.deepcopy(model).fit(x, y, epochs=1, verbose=0)
+    for a, b in zip(model.get_weights(), before):  # the copy trains alone
+        np.testing.assert_array_equal(a, b)
+    path = tmp_path / "m.nnx"
+    model.save(path)
+    assert nnx.models.load_model(path).count_params() == model.count_params()
+
+
+def test_a_sequential_inside_a_sequential_trains_and_matches_the_flat_model(backend):
+    x, y = _data()
+    nnx.seed(1)
+    inner = nnx.Sequential([nnx.Dense(8, activation="relu")])
+    outer = nnx.Sequential([nnx.Input(5), inner, nnx.Dense(3, activation="softmax")])
+    nnx.seed(1)
+    flat = nnx.Sequential([nnx.Input(5), nnx.Dense(8, activation="relu"), nnx.Dense(3, activation="softmax")])
+    for m in (outer, flat):
+        m.compile(nnx.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
+        m.fit(x, y, epochs=2, shuffle=False, verbose=0)
+    for a, b in zip(outer.get_weights(), flat.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    inner.trainable = False
+    frozen = inner.get_weights()
+    outer.fit(x, y, epochs=1, verbose=0)
+    for a, b in zip(inner.get_weights(), frozen):
+        np.testing.assert_array_equal(a, b)
