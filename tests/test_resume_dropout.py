@@ -120,3 +120,20 @@ def test_a_file_with_a_damaged_dropout_state_is_refused(backend, tmp_path):
     np.savez(buf, **arrays)
     (tmp_path / "old.nnx").write_bytes(buf.getvalue())
     assert nnx.load_model(tmp_path / "old.nnx")._dropout_rng is not None
+
+
+def test_conv_batchnorm_dropout_save_load_resume_is_exact(backend, tmp_path):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((48, 6, 6, 1)).astype("float32")
+    y = (x[:, :3].sum(axis=(1, 2, 3)) > 0).astype("int64")
+    model = nnx.Sequential([nnx.Input((6, 6, 1)), nnx.Conv2D(4, 3, activation="relu"), nnx.BatchNormalization(),
+                            nnx.Dropout(0.3), nnx.Flatten(), nnx.Dense(2, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=2, batch_size=16, verbose=0)
+    model.save(tmp_path / "c.nnx")
+    loaded = nnx.load_model(tmp_path / "c.nnx")
+    np.testing.assert_array_equal(nnx.to_numpy(loaded.predict(x)), nnx.to_numpy(model.predict(x)))
+    model.fit(x, y, epochs=2, batch_size=16, verbose=0)
+    loaded.fit(x, y, epochs=2, batch_size=16, verbose=0)
+    for a, b in zip(loaded.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(a, b)
