@@ -207,7 +207,7 @@ MUTANTS: list[Mutant] = [
       "tanh' = 1 - y instead of 1 - y^2 (NumPy kernel)",
       "ops.activation_backward(Tanh) on the numpy config equals 1 - y^2"),
     M("relu_backward_at_zero", NPOPS,
-      "return np.where(y > 0, dy, dy.dtype.type(0))", "return np.where(y >= 0, dy, dy.dtype.type(0))",
+      "_select(np.greater(y, 0), dy, dx)", "_select(np.greater_equal(y, 0), dy, dx)",
       "the NumPy ReLU kernel passes the gradient where the output is 0 (negative inputs)",
       "ReLU backward on negative inputs is 0 (numpy config)"),
     M("elu_saves_x", ACT,
