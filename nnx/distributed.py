@@ -264,12 +264,19 @@ class _TrainSums(_training.Sums):
         super().__init__(loop.model, loop.backend.xp, loop.backend.has_float64)
         self.loop = loop
 
-    def add(self, *args: Any, **kwargs: Any) -> None:
+    def add(self, loss: Any, y: Any, p: Any, n: int) -> None:
         totals, count = self.loop._pending
         self.loop._pending = None
         for key, v in zip(list(self.values), totals):
             self.values[key] = self.values[key] + v
         self.count += count
+        if p is not None:  # stateful metrics count this rank's shard; the counts are summed in means()
+            for metric in self.states.values():
+                metric.update(self.xp, y, p)
+
+    def means(self) -> dict[str, float]:
+        _sum_states(self.loop.comm, self.loop.backend, self.states, self.model.dtype)
+        return super().means()
 
 
 class _EvalSums(_training.Sums):
@@ -277,15 +284,35 @@ class _EvalSums(_training.Sums):
 
     def __init__(self, loop: "DistributedLoop"):
         super().__init__(loop.model, loop.backend.xp, loop.backend.has_float64)
-        self.comm = loop.comm
+        self.comm, self.backend = loop.comm, loop.backend
 
     def means(self) -> dict[str, float]:
         from mpi4py import MPI
 
+        _sum_states(self.comm, self.backend, self.states, self.model.dtype)
         local = np.array([float(v) for v in self.values.values()] + [float(self.count)], dtype=np.float64)
         self.comm.Allreduce(MPI.IN_PLACE, local, op=MPI.SUM)
         count = max(local[-1], 1.0)
-        return {k: float(local[i]) / count for i, k in enumerate(self.values)}
+        logs = {k: float(local[i]) / count for i, k in enumerate(self.values)}
+        logs.update({name: float(metric.result()) for name, metric in self.states.items()})
+        return {k: logs[k] for k in self.names}
+
+
+def _sum_states(comm: Any, backend: Any, states: dict, dtype: str) -> None:
+    """Add the stateful metrics' counts (Precision, Recall, AUC) across ranks, once per epoch or
+    evaluation: through the host, with ranks that counted nothing contributing nothing."""
+    for metric in states.values():
+        local = None
+        if metric.state is not None:
+            local = [np.array(backend.to_numpy(a)) if hasattr(a, "shape") else a for a in metric.state]
+        parts = [s for s in comm.allgather(local) if s is not None]
+        if not parts:
+            continue
+        total = [sum(values[1:], values[0]) for values in zip(*parts)]
+        metric.state = [backend.from_host(t) if isinstance(t, np.ndarray) else t for t in total]
+        if getattr(metric, "_xp", None) is None:  # this rank counted nothing: results as the others compute them
+            metric._xp = backend.xp
+            metric._dtype = backend.dtype("float32" if dtype == "float16" else dtype)
 
 
 class _EpochEnd(_callbacks.Callback):

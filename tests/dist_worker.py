@@ -38,13 +38,19 @@ class RunningMean(nnx.layers.Layer):
         self.mean.value = 0.9 * self.mean.value + 0.1 * xp.mean(x, axis=0)
 
 
-def build(dtype: str, seed: int, dropout: bool = False, state: bool = False) -> nnx.Sequential:
+def build(dtype: str, seed: int, dropout: bool = False, state: bool = False, binary: bool = False) -> nnx.Sequential:
     nnx.set_floatx(dtype)
     nnx.seed(seed)
     layers = [nnx.Input((5,)), *([RunningMean()] if state else []),
               nnx.Dense(8, activation="tanh", kernel_regularizer=nnx.regularizers.l2(0.01))]
     if dropout:
         layers.append(nnx.Dropout(0.3))
+    if binary:  # stateful metrics: their counts are summed across ranks
+        layers.append(nnx.Dense(1, activation="sigmoid"))
+        model = nnx.Sequential(layers)
+        model.compile(optimizer=nnx.optimizers.Adam(0.01), loss="binary_crossentropy",
+                      metrics=["accuracy", "precision", "recall", "auc"])
+        return model
     layers.append(nnx.Dense(3, activation="softmax"))
     model = nnx.Sequential(layers)
     model.compile(optimizer=nnx.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
@@ -52,14 +58,17 @@ def build(dtype: str, seed: int, dropout: bool = False, state: bool = False) -> 
 
 
 def train(backend: str, device, dtype: str, seed: int, epochs: int = 3, batch_size: int = 7, callbacks=(),
-          verbose: int = 0, dropout: bool = False, state: bool = False, save_as: str | None = None):
+          verbose: int = 0, dropout: bool = False, state: bool = False, binary: bool = False,
+          save_as: str | None = None):
     """Fit with shuffling, an uneven last batch, validation_split and an L2 penalty; returns
     (weights, history, evaluate's [loss, accuracy] and the loss of the first sample alone)."""
     previous = nnx.floatx()
     try:
         with nnx.use_backend(backend, device):
-            model = build(dtype, seed, dropout, state)
+            model = build(dtype, seed, dropout, state, binary)
             x, y = data()
+            if binary:
+                y = (y > 0).astype("int64")
             history = model.fit(x, y, epochs=epochs, batch_size=batch_size, validation_split=0.2, verbose=verbose,
                                 callbacks=list(callbacks))
             result = model.evaluate(x, y, batch_size=16)
@@ -81,6 +90,7 @@ SCENARIOS = {  # name: keyword arguments of train (seed: rank 0's; every rank se
     "early": dict(backend="numpy", device=None, dtype="float64", epochs=10),
     "dropout": dict(backend="numpy", device=None, dtype="float64", epochs=2, dropout=True),
     "state": dict(backend="array_api_strict", device="device1", dtype="float64", epochs=2, state=True),
+    "stateful_metrics": dict(backend="numpy", device=None, dtype="float64", epochs=2, binary=True),
 }
 SEED = 1
 

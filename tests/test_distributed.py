@@ -76,7 +76,7 @@ def _early_stopping():
     return [nnx.callbacks.EarlyStopping(monitor="val_loss", patience=1, min_delta=1e9)]
 
 
-@pytest.mark.parametrize("name", ["np64", "strict64", "np32", "strict32", "empty_shards", "early"])
+@pytest.mark.parametrize("name", ["np64", "strict64", "np32", "strict32", "empty_shards", "early", "stateful_metrics"])
 def test_two_ranks_match_one_process(run, worker, name):
     out, _ = run
     kwargs = worker.SCENARIOS[name]
