@@ -70,7 +70,7 @@ def unavailable_reason() -> str | None:
     try:
         import cupy
     except ImportError:
-        return "CuPy is not installed (pip install 'nnx[cuda12]' or 'nnx[cuda13]')"
+        return "CuPy is not installed (pip install 'nnx-arrayapi[cuda12]' or 'nnx-arrayapi[cuda13]')"
     except Exception as e:  # a broken CUDA install raises at import
         return f"CuPy failed to import: {e}"
     try:
