@@ -36,3 +36,24 @@ def assert_weights_equal(model, snapshot) -> None:
     assert len(after) == len(snapshot)
     for a, b in zip(after, snapshot):
         np.testing.assert_array_equal(a, b)
+
+
+def check_weight_gradients(model, x, y, training: bool = False, atol: float = 1e-7) -> None:
+    """Every trainable weight's gradient from ``model.compute_gradients`` against central
+    differences (float64) of the loss plus the weight penalties, the forward run with
+    ``training`` (True for batch statistics: the training forward changes no state)."""
+    b = nnx.get_backend()
+    xd, yd = nnx.asarray(x), nnx.asarray(y)
+    step = model.compute_gradients(xd, yd)
+    assert model.trainable_weights
+    for w in model.trainable_weights:
+        host = w.numpy()
+
+        def loss(values, w=w):
+            w.value = b.from_host(values)
+            p = model.forward(xd, training=training)[0]
+            return float(model.loss.forward(b.xp, yd, p)) + float(model.regularization_loss())
+
+        expected = numeric_grad(loss, host.copy())
+        w.value = b.from_host(host)
+        np.testing.assert_allclose(nnx.to_numpy(step.grads[w]), expected, rtol=1e-5, atol=atol, err_msg=w.path)

@@ -16,7 +16,7 @@ import pytest
 import nnx
 from nnx.ops import Ops
 
-from helpers import numeric_grad
+from helpers import check_weight_gradients
 
 
 # -- independent references (loops over output positions, vectorised over the batch) ----------
@@ -59,22 +59,7 @@ def ref_pool2d(x, pool, strides, padding, mode):
 
 
 def _fd_check(model, x, y):
-    """Every weight's gradient from compute_gradients against central differences (float64)."""
-    b = nnx.get_backend()
-    xd, yd = nnx.asarray(x), nnx.asarray(y)
-    step = model.compute_gradients(xd, yd)
-    assert model.trainable_weights
-    for w in model.trainable_weights:
-        host = w.numpy()
-
-        def loss(values, w=w):
-            w.value = b.from_host(values)
-            p = model.forward(xd, training=False)[0]
-            return float(model.loss.forward(b.xp, yd, p))
-
-        expected = numeric_grad(loss, host.copy())
-        w.value = b.from_host(host)
-        np.testing.assert_allclose(nnx.to_numpy(step.grads[w]), expected, rtol=1e-5, atol=1e-7, err_msg=w.path)
+    check_weight_gradients(model, x, y, training=False, atol=1e-7)
 
 
 def _check_first_and_middle(make, input_shape, n=3, seed=0):

@@ -10,25 +10,11 @@ import nnx
 from nnx.layers import Embedding, LayerNormalization
 from nnx.ops import Ops
 
-from helpers import numeric_grad
+from helpers import check_weight_gradients
 
 
 def _fd_check(model, x, y):
-    b = nnx.get_backend()
-    xd, yd = nnx.asarray(x), nnx.asarray(y)
-    step = model.compute_gradients(xd, yd)
-    assert model.trainable_weights
-    for w in model.trainable_weights:
-        host = w.numpy()
-
-        def loss(values, w=w):
-            w.value = b.from_host(values)
-            p = model.forward(xd, training=True)[0]
-            return float(model.loss.forward(b.xp, yd, p)) + float(model.regularization_loss())
-
-        expected = numeric_grad(loss, host.copy())
-        w.value = b.from_host(host)
-        np.testing.assert_allclose(nnx.to_numpy(step.grads[w]), expected, rtol=1e-5, atol=1e-8, err_msg=w.path)
+    check_weight_gradients(model, x, y, training=True, atol=1e-8)
 
 
 def test_lookup_values(backend):

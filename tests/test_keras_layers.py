@@ -7,25 +7,11 @@ import pytest
 import nnx
 from nnx.layers import LeakyReLU, ReLU, Reshape, Softmax
 
-from helpers import numeric_grad
+from helpers import check_weight_gradients
 
 
 def _fd_check(model, x, y):
-    """Every weight's gradient from compute_gradients against central differences (float64)."""
-    b = nnx.get_backend()
-    xd, yd = nnx.asarray(x), nnx.asarray(y)
-    step = model.compute_gradients(xd, yd)
-    for w in model.trainable_weights:
-        host = w.numpy()
-
-        def loss(values, w=w):
-            w.value = b.from_host(values)
-            p = model.forward(xd, training=False)[0]
-            return float(model.loss.forward(b.xp, yd, p))
-
-        expected = numeric_grad(loss, host.copy())
-        w.value = b.from_host(host)
-        np.testing.assert_allclose(nnx.to_numpy(step.grads[w]), expected, rtol=1e-5, atol=1e-7, err_msg=w.path)
+    check_weight_gradients(model, x, y, training=False, atol=1e-7)
 
 
 @pytest.mark.parametrize("layer", [ReLU, lambda: LeakyReLU(0.2), Softmax, lambda: Softmax(axis=1)],
