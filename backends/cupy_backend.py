@@ -26,6 +26,23 @@ class CupyBackend(Backend):
 
         return CupyOps(self.xp, self.device)
 
+    def for_local_rank(self, local_rank: int) -> "CupyBackend":
+        device_id = int(local_rank) % self._cupy.cuda.runtime.getDeviceCount()
+        self._cupy.cuda.Device(device_id).use()
+        return self if device_id == self.device.id else create(device_id)
+
+    def gradient_reducer(self, comm: Any) -> Any:
+        from . import cupy_nccl
+
+        if not cupy_nccl.available():
+            import warnings
+
+            warnings.warn("NCCL is not available to CuPy (pip install 'nnx-arrayapi[cuda12]' or '[cuda13]' "
+                          "brings nvidia-nccl-cu12 / -cu13): gradients are summed through host memory "
+                          "and MPI instead.", RuntimeWarning, stacklevel=4)
+            return None
+        return cupy_nccl.NcclReducer(comm, self)
+
     def describe(self) -> str:
         return f"cupy on CUDA device {self.device.id}"
 

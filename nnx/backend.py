@@ -197,6 +197,28 @@ class Backend:
         host = _random.host_generator().random(shape, dtype=np.float32)
         return self.xp.astype(self.from_host(host), dtype)
 
+    def for_local_rank(self, local_rank: int) -> "Backend":
+        """The backend a data-parallel rank uses, given its rank among the processes on its
+        machine (default: this one; CuPy picks GPU ``local_rank % device count``).
+
+        Args:
+            local_rank: the rank among the processes on this machine.
+
+        >>> nnx.get_backend().for_local_rank(0)
+        """
+        return self
+
+    def gradient_reducer(self, comm: Any) -> Any:
+        """A device-side reducer for data-parallel gradient sums (CuPy: NCCL), or None to sum
+        through host memory and MPI.
+
+        Args:
+            comm: the MPI communicator of the ranks.
+
+        >>> nnx.get_backend().gradient_reducer(MPI.COMM_WORLD)   # None on the host backends
+        """
+        return None
+
     def synchronize(self) -> None:
         """Wait for queued device work (used only for timing); nothing to wait for on the host.
 

@@ -21,6 +21,24 @@ def _is_real(dtype: np.dtype) -> bool:
     return dtype.kind in "biuf"
 
 
+def real_dtype_name(dtype: Any, what: str) -> str:
+    """The name of an integer or float dtype (``"int32"``, ``"float32"``), or ValueError."""
+    try:
+        kind, name = np.dtype(dtype).kind, np.dtype(dtype).name
+    except (TypeError, ValueError):
+        kind = name = ""
+    if not kind or kind not in "iuf":
+        raise ValueError(f"{what} must be an integer or float dtype name (e.g. 'int32', 'float32'); "
+                         f"received {dtype!r}.")
+    return name
+
+
+def host_copy(a: Any, dtype: str | None = None) -> np.ndarray:
+    """``a`` as a fresh host numpy array (in ``dtype`` when given): weights leaving or entering."""
+    host = np.array(_backend.to_numpy(a) if not isinstance(a, (list, tuple, int, float)) else a, copy=True)
+    return host if dtype is None else host.astype(dtype, copy=False)
+
+
 def to_array(a: Any, backend: _backend.Backend, what: str) -> Any:
     """A user input as either a host numpy array or an array already on ``backend``'s device."""
     if a is None:

@@ -45,7 +45,6 @@ NCCL, through host memory and MPI, with a warning.
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Any
 
 import numpy as np  # host side: buffers for MPI
@@ -98,17 +97,9 @@ def init(comm: Any = None) -> None:
     _random.set_rank(_state.rank)
     _progbar.muted = _state.rank != 0
     current = _backend.get_backend()
-    if current.name == "cupy":
-        _select_gpu(current)
-
-
-def _select_gpu(current: Any) -> None:
-    import cupy
-
-    device = _state.local_rank % cupy.cuda.runtime.getDeviceCount()
-    cupy.cuda.Device(device).use()
-    if current.device.id != device:
-        _backend.set_backend("cupy", device=device)
+    local = current.for_local_rank(local_rank)  # on CuPy: GPU local_rank % device count
+    if local is not current:
+        _backend.set_backend(local.name, device=local.device)
 
 
 def rank() -> int:
@@ -176,75 +167,13 @@ class _HostReducer:
         return out, [float(v) for v in buf[n:]]
 
 
-class _NcclReducer:
-    """Sums through one device buffer and an NCCL communicator (``cupy.cuda.nccl``), on the
-    backend's GPU; the communicator is created once, with a unique id broadcast over MPI."""
-
-    def __init__(self, comm: Any, backend: Any):
-        import cupy
-        from cupy.cuda import nccl
-
-        self._cupy, self._nccl, self.backend = cupy, nccl, backend
-        uid = nccl.get_unique_id() if comm.Get_rank() == 0 else None
-        uid = comm.bcast(uid, root=0)
-        with backend.device:
-            self.comm = nccl.NcclCommunicator(comm.Get_size(), uid, comm.Get_rank())
-        self._types = {np.dtype("float32"): nccl.NCCL_FLOAT32, np.dtype("float64"): nccl.NCCL_FLOAT64}
-        self._buffers: dict = {}
-
-    def allreduce(self, backend: Any, grads: list | None, weights: list, scale: float, extras: list,
-                  dtype: np.dtype) -> tuple[list, list]:
-        cp = self._cupy
-        sizes = [math.prod(w.shape) for w in weights]
-        n = sum(sizes)
-        with backend.device:
-            key = (n + len(extras), dtype)
-            buf = self._buffers.get(key)
-            if buf is None:
-                buf = self._buffers[key] = cp.empty(n + len(extras), dtype=dtype)
-            offset = 0
-            for i, k in enumerate(sizes):
-                part = buf[offset:offset + k]
-                if grads is None:
-                    part.fill(0)
-                else:
-                    cp.multiply(cp.reshape(grads[i], (-1,)), scale, out=part, casting="same_kind")
-                offset += k
-            for i, e in enumerate(extras):
-                buf[n + i] = e
-            stream = cp.cuda.get_current_stream()
-            self.comm.allReduce(buf.data.ptr, buf.data.ptr, n + len(extras), self._types[np.dtype(dtype)],
-                                self._nccl.NCCL_SUM, stream.ptr)
-            out, offset = [], 0
-            for w, k in zip(weights, sizes):
-                part = cp.reshape(buf[offset:offset + k], w.shape)
-                out.append(part if part.dtype == w.dtype else part.astype(w.dtype))
-                offset += k
-            totals = buf[n:].copy()
-        return out, [totals[i] for i in range(len(extras))]
-
-
 def _reducer(backend: Any) -> Any:
+    """The backend's own device-side reducer (NCCL on CuPy) where it has one, else MPI on the host."""
     reducer = _state.reducers.get(backend.key)
     if reducer is None:
-        if backend.name == "cupy" and _nccl_available():
-            reducer = _NcclReducer(_state.comm, backend)
-        else:
-            if backend.name == "cupy":
-                warnings.warn("NCCL is not available to CuPy (pip install 'nnx-arrayapi[cuda12]' or '[cuda13]' "
-                              "brings nvidia-nccl-cu12 / -cu13): gradients are summed through host memory "
-                              "and MPI instead.", RuntimeWarning, stacklevel=3)
-            reducer = _HostReducer(_state.comm)
+        reducer = backend.gradient_reducer(_state.comm) or _HostReducer(_state.comm)
         _state.reducers[backend.key] = reducer
     return reducer
-
-
-def _nccl_available() -> bool:
-    try:
-        from cupy.cuda import nccl
-    except ImportError:
-        return False
-    return bool(getattr(nccl, "available", False))
 
 
 class _WeightView:

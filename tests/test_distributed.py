@@ -226,7 +226,7 @@ if "cupy" in nnx.available_backends():
 checked = []
 for name, device in cases:
     with nnx.use_backend(name, device) as b:
-        reducer = distributed._HostReducer(MPI.COMM_SELF) if name != "cupy" else distributed._NcclReducer(MPI.COMM_SELF, b)
+        reducer = distributed._HostReducer(MPI.COMM_SELF) if name != "cupy" else b.gradient_reducer(MPI.COMM_SELF)
         dtypes = (("float16",) if name != "array_api_strict" else ()) + ("float32",)
         for dtype in dtypes + (("float64",) if device != "no_float64" else ()):
             rng = np.random.default_rng(0)

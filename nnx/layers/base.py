@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import itertools
 import math
+import numbers
 from collections import defaultdict
 from typing import Any
 
-import numpy as np  # host side: weights entering and leaving
-
 from .. import backend as _backend
+from ..data import host_copy
 
 _name_counters: defaultdict[str, itertools.count] = defaultdict(itertools.count)
 
@@ -63,7 +63,7 @@ def as_int(value: Any, what: str, minimum: int = 1) -> int:
 
     >>> as_int(np.int64(32), "batch_size")   # 32
     """
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < minimum:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < minimum:
         raise ValueError(f"{what} must be an int >= {minimum}; received {value!r}.")
     return int(value)
 
@@ -83,13 +83,13 @@ def shape_tuple(shape: Any, what: str = "Input shape") -> tuple[int, ...]:
 
     >>> shape_tuple(64), shape_tuple([8, 8])   # ((64,), (8, 8))
     """
-    if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool):
+    if isinstance(shape, numbers.Integral) and not isinstance(shape, bool):
         shape = (shape,)
     try:
         dims = tuple(shape)
     except TypeError:
         raise ValueError(f"{what} must be an int or a tuple of positive ints; received {shape!r}.") from None
-    if not dims or any(isinstance(d, bool) or not isinstance(d, (int, np.integer)) or int(d) <= 0 for d in dims):
+    if not dims or any(isinstance(d, bool) or not isinstance(d, numbers.Integral) or int(d) <= 0 for d in dims):
         raise ValueError(f"{what} must be positive ints (without the batch axis); received {shape!r}.")
     return tuple(int(d) for d in dims)
 
@@ -134,7 +134,7 @@ class Weight:
         """``"layer_name/weight_name"`` (the weight's name alone without a layer)."""
         return f"{self.layer.name}/{self.name}" if self.layer is not None else self.name
 
-    def numpy(self) -> np.ndarray:
+    def numpy(self) -> Any:
         """The value as a host numpy array (a copy).
 
         Returns:
@@ -142,7 +142,7 @@ class Weight:
 
         >>> model.layers[0].kernel.numpy()
         """
-        return np.array(_backend.to_numpy(self.value), copy=True)
+        return host_copy(self.value)
 
     def __repr__(self) -> str:
         return f"<Weight {self.path} shape={self.shape} trainable={self.trainable}>"
@@ -356,12 +356,12 @@ class Layer:
         from .. import initializers, regularizers
 
         host = initializers.get(initializer)(tuple(int(d) for d in shape), self.dtype)
-        weight = Weight(name, self.backend.from_host(np.asarray(host, dtype=self.dtype)), trainable,
+        weight = Weight(name, self.backend.from_host(host_copy(host, self.dtype)), trainable,
                         regularizers.get(regularizer), self)
         self._weights.append(weight)
         return weight
 
-    def get_weights(self) -> list[np.ndarray]:
+    def get_weights(self) -> list[Any]:
         """The weights as host numpy arrays (copies), in Keras order (e.g. kernel, bias).
 
         Returns:
@@ -371,7 +371,7 @@ class Layer:
         """
         return [w.numpy() for w in self._weights]
 
-    def check_weights(self, weights: list[Any]) -> list[np.ndarray]:
+    def check_weights(self, weights: list[Any]) -> list[Any]:
         """Host copies of ``weights`` in this layer's dtype, checked, without changing anything.
 
         Args:

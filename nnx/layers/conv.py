@@ -6,9 +6,10 @@ inputs seen as images one row high.
 """
 from __future__ import annotations
 
+import numbers
+
 from typing import Any
 
-import numpy as np  # argument checks only (numpy integer types)
 
 from .. import activations as _activations
 from .. import initializers as _initializers
@@ -19,9 +20,9 @@ from .base import Layer, as_int
 
 def int_tuple(value: Any, rank: int, what: str, minimum: int = 1) -> tuple[int, ...]:
     """An int (repeated ``rank`` times) or a tuple of ``rank`` ints >= ``minimum``, or ValueError."""
-    values = (value,) * rank if isinstance(value, (int, np.integer)) and not isinstance(value, bool) else value
+    values = (value,) * rank if isinstance(value, numbers.Integral) and not isinstance(value, bool) else value
     if not isinstance(values, (tuple, list)) or len(values) != rank or any(
-            isinstance(v, bool) or not isinstance(v, (int, np.integer)) or int(v) < minimum for v in values):
+            isinstance(v, bool) or not isinstance(v, numbers.Integral) or int(v) < minimum for v in values):
         raise ValueError(f"{what} must be an int or a tuple of {rank} ints >= {minimum}; received {value!r}.")
     return tuple(int(v) for v in values)
 

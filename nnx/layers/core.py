@@ -4,9 +4,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np  # dtype names only
 
 from .. import activations as _activations
+from .. import data as _data
 from .. import initializers as _initializers
 from .. import regularizers as _regularizers
 from .base import Layer, as_int, shape_tuple
@@ -33,16 +33,7 @@ class Input(Layer):
     def __init__(self, shape: int | tuple[int, ...], dtype: str | None = None, name: str | None = None):
         super().__init__(name=name)
         self.shape = shape_tuple(shape)
-        if dtype is not None:
-            try:
-                kind = np.dtype(dtype).kind
-            except (TypeError, ValueError):
-                kind = ""
-            if kind not in "iuf" or not kind:
-                raise ValueError(f"Input dtype must be an integer or float dtype name (e.g. 'int32', 'float32'); "
-                                 f"received {dtype!r}.")
-            dtype = np.dtype(dtype).name
-        self.input_dtype = dtype
+        self.input_dtype = None if dtype is None else _data.real_dtype_name(dtype, "Input dtype")
 
     def forward(self, x, training=False):
         return x, None
