@@ -153,21 +153,8 @@ class NumpyOps(NumpyConvOps, Ops):
         w -= g
 
     def adamw_update(self, w, g, m, v, step_size, decay, beta_1, beta_2, epsilon):
-        g = self._owned(g)
-        t = w.dtype.type
-        m *= t(beta_1)
-        m += t(1.0 - beta_1) * g
-        v *= t(beta_2)
-        g *= g
-        g *= t(1.0 - beta_2)
-        v += g
-        np.multiply(w, t(decay), out=g)  # the decay, before the Adam step (as Keras)
-        w -= g
-        np.sqrt(v, out=g)
-        g += t(epsilon)
-        np.divide(m, g, out=g)
-        g *= t(step_size)
-        w -= g
+        w -= w * w.dtype.type(decay)  # the decoupled decay, before the Adam step (as Keras)
+        self.adam_update(w, g, m, v, step_size, beta_1, beta_2, epsilon)
 
     def adagrad_update(self, w, g, accumulator, lr, epsilon):
         g = self._owned(g)
