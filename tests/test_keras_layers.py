@@ -64,3 +64,24 @@ def test_config_roundtrip(backend):
     clone = nnx.Sequential.from_config(model.get_config())
     assert [type(l) for l in clone.layers] == [type(l) for l in model.layers]
     assert clone.layers[1].negative_slope == 0.1 and clone.layers[2].axis == 1
+
+
+def test_reshape_and_flatten_in_the_middle_gradients(backend64):
+    """Reshape and Flatten below a layer with weights: their backward must restore the input shape."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(5, 12))
+    model = nnx.Sequential([nnx.Input(12), nnx.Dense(12, activation="tanh"), Reshape((3, 4)), nnx.Dense(2),
+                            nnx.Flatten(), nnx.Dense(1)])
+    model.compile("sgd", "mse")
+    _fd_check(model, x, rng.normal(size=(5, 1)))
+
+
+def test_softmax_over_a_middle_axis_gradients(backend64):
+    """Softmax(axis=1) on (batch, 3, 4) samples normalises over the 3, not the last axis."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(4, 3, 4))
+    model = nnx.Sequential([nnx.Input((3, 4)), nnx.Dense(4), Softmax(axis=1), nnx.Flatten(), nnx.Dense(2)])
+    model.compile("sgd", "mse")
+    _fd_check(model, x, rng.normal(size=(4, 2)))
+    p = nnx.to_numpy(nnx.Sequential([nnx.Input((3, 4)), Softmax(axis=1)]).predict(x))
+    np.testing.assert_allclose(p.sum(axis=1), np.ones((4, 4)), rtol=1e-6)

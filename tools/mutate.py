@@ -181,6 +181,18 @@ MUTANTS: list[Mutant] = [
       "grads[self.bias] = self.ops.sum_rows(dz2)", "grads[self.bias] = self.xp.sum(dz2)",
       "Dense's bias gradient sums over every axis (a scalar broadcast to every unit)",
       "gradient check of a Dense bias with units > 1; or the gradient's shape equals the bias's"),
+    M("reshape_backward_to_output_shape", CORE,
+      "return self.xp.reshape(x, (x.shape[0], *self.output_shape)), None\n\n    def backward(self, saved, dy, need_dx=True):\n"
+      "        return self.xp.reshape(dy, (dy.shape[0], *self.input_shape)), {}",
+      "return self.xp.reshape(x, (x.shape[0], *self.output_shape)), None\n\n    def backward(self, saved, dy, need_dx=True):\n"
+      "        return self.xp.reshape(dy, (dy.shape[0], *self.output_shape)), {}",
+      "Reshape's backward keeps the output shape instead of restoring the input's",
+      "Reshape below a Dense: finite differences of the Dense's weights"),
+    M("softmax_layer_last_axis", CORE,
+      "return y * (dy - xp.sum(dy * y, axis=self.axis, keepdims=True))",
+      "return y * (dy - xp.sum(dy * y, axis=-1, keepdims=True))",
+      "Softmax(axis=1)'s backward sums over the last axis",
+      "Softmax(axis=1) on (batch, 3, 4): finite differences through a model"),
     M("flatten_backward_wrong_shape", CORE,
       "return self.xp.reshape(x, (x.shape[0], -1)), None\n\n    def backward(self, saved, dy, need_dx=True):\n"
       "        return self.xp.reshape(dy, (dy.shape[0], *self.input_shape)), {}",
