@@ -72,6 +72,7 @@ class Sequential(Layer):
         self._shuffle_rng = None
         self._dropout_rng: _random.Stream | None = None  # drawn at build; model files keep its state
         self._fused = False
+        self._stateful: list[int] = []
         self.history = None
         for layer in layers or []:
             self.add(layer)
@@ -200,6 +201,8 @@ class Sequential(Layer):
         last = self.layers[-1] if self.layers else None
         act = last.output_activation if last is not None else None
         self._fused = bool(self.loss is not None and act is not None and self.loss.fuses_with(act))
+        # the layers with non-trainable state to update after a step (the others' update_state does nothing)
+        self._stateful = [i for i, layer in enumerate(self.layers) if type(layer).update_state is not Layer.update_state]
 
     def _random_state(self) -> tuple:
         """What ``_set_random_state`` needs to undo a refused ``fit``: the shuffle generator and
@@ -317,13 +320,17 @@ class Sequential(Layer):
             for layer in self.layers:
                 x = layer.forward(x, training=False)[0]
             return x, None
+        token = None
         if self._dropout_rng is not None and _random.active_stream() is None:
-            with _random.using(self._dropout_rng):  # layers (Dropout) draw from this model's stream
-                return self.forward(x, training=True)
-        saved = []
-        for layer in self.layers:
-            x, s = layer.forward(x, training=True)
-            saved.append(s)
+            token = _random.activate(self._dropout_rng)  # layers (Dropout) draw from this model's stream
+        try:
+            saved = []
+            for layer in self.layers:
+                x, s = layer.forward(x, training=True)
+                saved.append(s)
+        finally:
+            if token is not None:
+                _random.deactivate(token)
         return x, saved
 
     def backward(self, saved: list, dy: Any, need_dx: bool = True, dz: Any = None,
@@ -368,8 +375,8 @@ class Sequential(Layer):
 
         >>> model.update_state(step.saved)
         """
-        for layer, s in zip(self.layers, saved):
-            layer.update_state(s)
+        for i in self._stateful:
+            self.layers[i].update_state(saved[i])
 
     def regularization_loss(self) -> Any:
         """The sum of every layer's weight penalties (the float 0.0 when there are none).

@@ -249,6 +249,23 @@ def using(stream: Stream | None) -> Iterator[Stream | None]:
         _active.reset(token)
 
 
+def activate(stream: Stream) -> contextvars.Token:
+    """Make ``stream`` the active one until ``deactivate(token)``: ``using`` without a generator,
+    for the model's forward pass (called once per training step).
+
+    >>> token = nnx.random.activate(stream); ...; nnx.random.deactivate(token)
+    """
+    return _active.set(stream)
+
+
+def deactivate(token: contextvars.Token) -> None:
+    """Restore the stream that was active before ``activate`` returned ``token``.
+
+    >>> nnx.random.deactivate(token)
+    """
+    _active.reset(token)
+
+
 def active_stream() -> Stream | None:
     """The stream a model being trained made active (None outside training: the global one).
 
