@@ -185,18 +185,41 @@ def profile(x, y, batch_size, epochs, backend) -> None:
             return out
         return wrapper
 
-    for layer in model.layers:
+    for i, layer in enumerate(model.layers):
         label = f"{layer.name} ({type(layer).__name__})"
+        if i in model._pooled:  # runs with the max pooling after it (``forward_pooled``)
+            label = f"{layer.name} + {model.layers[i + 1].name}"
         layer.forward = timed(f"forward  {label}", layer.forward)
         layer.backward = timed(f"backward {label}", layer.backward)
-        if hasattr(layer, "backward_from_logits"):
-            layer.backward_from_logits = timed(f"backward {label}", layer.backward_from_logits)
+        for name, kind in (("backward_from_logits", "backward"), ("forward_pooled", "forward "),
+                           ("backward_pooled", "backward")):
+            if hasattr(layer, name):
+                setattr(layer, name, timed(f"{kind} {label}", getattr(layer, name)))
+    # inside the layers: the backend operations, each call timed whoever calls it
+    inner: dict[str, float] = collections.defaultdict(float)
+    ops = backend.ops
+    for name in ("im2col", "conv2d", "conv2d_backward", "max_pool2d", "max_pool2d_backward", "bias_activation",
+                 "activation_backward", "sum_rows"):
+        original = getattr(ops, name)
+
+        def op_wrapper(*args, _original=original, _name=name, **kwargs):
+            backend.synchronize()
+            start = time.perf_counter()
+            out = _original(*args, **kwargs)
+            backend.synchronize()
+            inner[_name] += time.perf_counter() - start
+            return out
+        setattr(ops, name, op_wrapper)
     model.loss.logits_value_and_gradient = timed("loss and its gradient", model.loss.logits_value_and_gradient)
     model.optimizer.apply = timed("update (SGD)", model.optimizer.apply)
     xd, yd = nnx.asarray(x), nnx.asarray(y)
     backend.synchronize()
     start = time.perf_counter()
-    model.fit(xd, yd, epochs=epochs, batch_size=batch_size, verbose=0)
+    try:
+        model.fit(xd, yd, epochs=epochs, batch_size=batch_size, verbose=0)
+    finally:
+        for name in inner:
+            vars(ops).pop(name, None)
     backend.synchronize()
     total = time.perf_counter() - start
     steps = epochs * -(-x.shape[0] // batch_size)
@@ -205,6 +228,9 @@ def profile(x, y, batch_size, epochs, backend) -> None:
     for label, seconds in totals.items():
         print(f"  {label:<44}{1e6 * seconds / steps:>9.0f}  {100 * seconds / total:5.1f}%")
     print(f"  {'total':<44}{1e6 * total / steps:>9.0f}")
+    print("inside them, the backend operations (conv2d includes its im2col):")
+    for name, seconds in sorted(inner.items(), key=lambda kv: -kv[1]):
+        print(f"  {name:<44}{1e6 * seconds / steps:>9.0f}  {100 * seconds / total:5.1f}%")
 
 
 def main() -> None:

@@ -73,6 +73,7 @@ class Sequential(Layer):
         self._dropout_rng: _random.Stream | None = None  # drawn at build; model files keep its state
         self._fused = False
         self._stateful: list[int] = []
+        self._pooled: set[int] = set()
         self.history = None
         for layer in layers or []:
             self.add(layer)
@@ -203,6 +204,13 @@ class Sequential(Layer):
         self._fused = bool(self.loss is not None and act is not None and self.loss.fuses_with(act))
         # the layers with non-trainable state to update after a step (the others' update_state does nothing)
         self._stateful = [i for i, layer in enumerate(self.layers) if type(layer).update_state is not Layer.update_state]
+        # a layer and the max pooling after it that run as one: the activation and the bias on the
+        # pooled array (``forward_pooled``); the pooling is never a pair's first layer
+        pooled: set[int] = set()
+        for i in range(len(self.layers) - 1):
+            if i - 1 not in pooled and hasattr(self.layers[i], "pools_with") and self.layers[i].pools_with(self.layers[i + 1]):
+                pooled.add(i)
+        self._pooled = pooled
 
     def _random_state(self) -> tuple:
         """What ``_set_random_state`` needs to undo a refused ``fit``: the shuffle generator and
@@ -316,18 +324,32 @@ class Sequential(Layer):
 
         >>> y, saved = model.forward(x, training=True)
         """
+        layers, pooled = self.layers, self._pooled
         if not training:
-            for layer in self.layers:
-                x = layer.forward(x, training=False)[0]
+            i = 0
+            while i < len(layers):
+                if i in pooled:  # a layer and the max pooling after it, as one (``pools_with``)
+                    x = layers[i].forward_pooled(x, layers[i + 1], False)[0]
+                    i += 2
+                else:
+                    x = layers[i].forward(x, training=False)[0]
+                    i += 1
             return x, None
         token = None
         if self._dropout_rng is not None and _random.active_stream() is None:
             token = _random.activate(self._dropout_rng)  # layers (Dropout) draw from this model's stream
         try:
             saved = []
-            for layer in self.layers:
-                x, s = layer.forward(x, training=True)
-                saved.append(s)
+            i = 0
+            while i < len(layers):
+                if i in pooled:
+                    x, s = layers[i].forward_pooled(x, layers[i + 1], True)
+                    saved += [s, None]  # the pair's context is kept at the first of the two
+                    i += 2
+                else:
+                    x, s = layers[i].forward(x, training=True)
+                    saved.append(s)
+                    i += 1
         finally:
             if token is not None:
                 _random.deactivate(token)
@@ -357,10 +379,15 @@ class Sequential(Layer):
             stop = 0
         elif stop is None:
             stop = self._first_backward
-        last = len(self.layers) - 1
+        layers, pooled = self.layers, self._pooled
+        last = len(layers) - 1
         for i in range(last, stop - 1, -1):
-            layer, want_dx = self.layers[i], need_dx or i > stop
-            if i == last and dz is not None:
+            layer, want_dx = layers[i], need_dx or i > stop
+            if i - 1 in pooled:  # the pooling of a pair: its backward runs in the layer before it
+                continue
+            if i in pooled:
+                dy, g = layer.backward_pooled(saved[i], dy, layers[i + 1], want_dx)
+            elif i == last and dz is not None:
                 dy, g = layer.backward_from_logits(saved[i], dz, want_dx)
             else:
                 dy, g = layer.backward(saved[i], dy, want_dx)

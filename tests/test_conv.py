@@ -477,13 +477,17 @@ def _numpy_ops():
     return b.ops, Ops(b.xp, b.device)
 
 
+@pytest.mark.parametrize("channels", [1, 3, 6], ids=["tap-major-1", "tap-major-3", "strided-view-6"])
 @pytest.mark.parametrize("window, strides, dilation", [((3, 3), (1, 1), (1, 1)), ((2, 3), (2, 1), (1, 1)),
                                                        ((3, 2), (1, 1), (2, 3)), ((1, 1), (2, 2), (1, 1))])
-def test_numpy_convolution_kernels_match_the_portable_code(backend, window, strides, dilation):
+def test_numpy_convolution_kernels_match_the_portable_code(backend, window, strides, dilation, channels):
+    """Both im2col layouts of the NumPy kernels (tap-major up to ``tap_major_channels`` input
+    channels, a strided view's copy above) against the portable code."""
     fast, portable = _numpy_ops()
+    assert (channels <= fast.tap_major_channels) == (channels < 4)
     rng = np.random.default_rng(8)
-    x = rng.normal(size=(3, 9, 10, 4)).astype("float32")
-    kernel = rng.normal(size=(*window, 4, 5)).astype("float32")
+    x = rng.normal(size=(3, 9, 10, channels)).astype("float32")
+    kernel = rng.normal(size=(*window, channels, 5)).astype("float32")
     pads = ((1, 2), (0, 1))
     z, saved = fast.conv2d(x, kernel, strides, dilation, pads)
     z0, saved0 = portable.conv2d(x, kernel, strides, dilation, pads)
@@ -530,3 +534,79 @@ def test_numpy_backend_keeps_freed_memory_unless_told_not_to():
 
     assert run({}) == "True"
     assert run({"NNX_MALLOPT": "0"}) == "False"
+
+
+# -- a convolution and the max pooling after it, run as one ----------------------------------------
+POOLED = {
+    "conv2d-relu-max2": ((6, 7, 2), lambda: [nnx.Conv2D(3, 3, padding="same", activation="relu",
+                                                        bias_initializer="random_normal"), nnx.MaxPooling2D(2)]),
+    "conv2d-linear-max2-s1-same": ((6, 7, 2), lambda: [nnx.Conv2D(2, (2, 3), bias_initializer="random_normal"),
+                                                       nnx.MaxPooling2D(2, strides=1, padding="same")]),
+    "conv2d-relu-nobias-max3x2": ((7, 8, 1), lambda: [nnx.Conv2D(2, 2, activation="relu", use_bias=False),
+                                                      nnx.MaxPooling2D((3, 2))]),
+    "conv1d-relu-max3-s2-same": ((9, 2), lambda: [nnx.Conv1D(3, 2, activation="relu", bias_initializer="random_normal"),
+                                                  nnx.MaxPooling1D(3, strides=2, padding="same")]),
+}
+
+
+def _pooled_model(name, middle=False):
+    shape, make = POOLED[name]
+    before = [nnx.Conv2D(2, 1, activation="tanh") if len(shape) == 3 else nnx.Conv1D(2, 1, activation="tanh")]
+    model = nnx.Sequential([nnx.Input(shape), *(before if middle else []), *make(), nnx.Flatten(), nnx.Dense(2)])
+    model.compile("sgd", "mse")
+    return model, shape
+
+
+@pytest.mark.parametrize("name", list(POOLED), ids=list(POOLED))
+def test_conv_and_max_pooling_run_as_one_and_match_the_layers_one_by_one(backend, name):
+    """``act(max(z) + b)`` (the model's pair) equals ``max(act(z + b))`` (each layer on its own),
+    and so do the gradients of the weights and of the input."""
+    model, shape = _pooled_model(name, middle=True)
+    assert model._pooled == {1}
+    rng = np.random.default_rng(11)
+    x = nnx.asarray(rng.normal(size=(4, *shape)).astype("float32"))
+    y, saved = model.forward(x, training=True)
+    h, chain = x, []
+    for layer in model.layers:  # the layers one by one: bias and activation before the pooling
+        h, s = layer.forward(h, training=True)
+        chain.append(s)
+    np.testing.assert_allclose(nnx.to_numpy(y), nnx.to_numpy(h), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(nnx.to_numpy(model.predict(x, verbose=0)), nnx.to_numpy(h), rtol=1e-5, atol=1e-6)
+    dy = nnx.asarray(rng.normal(size=tuple(y.shape)).astype("float32"))
+    dx, grads = model.backward(saved, dy)
+    d, want = dy, {}
+    for layer, s in zip(reversed(model.layers), reversed(chain)):
+        d, g = layer.backward(s, d, True)
+        want.update(g)
+    np.testing.assert_allclose(nnx.to_numpy(dx), nnx.to_numpy(d), rtol=1e-4, atol=1e-5)
+    assert set(grads) == set(want) == set(model.trainable_weights)
+    for w in want:
+        np.testing.assert_allclose(nnx.to_numpy(grads[w]), nnx.to_numpy(want[w]), rtol=1e-4, atol=1e-5, err_msg=w.path)
+
+
+@pytest.mark.parametrize("name", list(POOLED), ids=list(POOLED))
+def test_conv_and_max_pooling_as_one_gradients(backend64, name):
+    for middle in (False, True):  # first (no input gradient) and after another convolution
+        model, shape = _pooled_model(name, middle)
+        assert model._pooled == {int(middle)}
+        rng = np.random.default_rng(12)
+        _fd_check(model, rng.normal(size=(3, *shape)), rng.normal(size=(3, 2)))
+
+
+def test_only_a_relu_or_linear_convolution_runs_with_the_max_pooling_after_it(backend):
+    def pooled(*layers, shape=(6, 6, 2)):
+        model = nnx.Sequential([nnx.Input(shape), *layers, nnx.Flatten(), nnx.Dense(2)])
+        return model._pooled
+
+    assert pooled(nnx.Conv2D(2, 3, activation="relu"), nnx.MaxPooling2D()) == {0}
+    assert pooled(nnx.Conv2D(2, 3), nnx.MaxPooling2D()) == {0}
+    assert pooled(nnx.Conv2D(2, 3, activation="swish"), nnx.MaxPooling2D()) == set()  # max(swish(z)) != swish(max z)
+    assert pooled(nnx.Conv2D(2, 3, activation="relu"), nnx.AveragePooling2D()) == set()
+    assert pooled(nnx.Conv2D(2, 3, activation="relu"), nnx.Dropout(0.5), nnx.MaxPooling2D()) == set()
+    assert pooled(nnx.Conv2D(2, 1, activation="relu"), nnx.MaxPooling2D(), nnx.Conv2D(2, 1), nnx.MaxPooling2D()) == {0, 2}
+    # a non-monotone activation gives different values when pooled first: the model keeps the layers' order
+    model = nnx.Sequential([nnx.Input((6, 6, 2)), nnx.Conv2D(3, 3, activation="swish"), nnx.MaxPooling2D()])
+    x = np.random.default_rng(13).normal(size=(2, 6, 6, 2)).astype("float32")
+    conv, pool = model.layers
+    h = pool.forward(conv.forward(nnx.asarray(x))[0])[0]
+    np.testing.assert_allclose(nnx.to_numpy(model.predict(x, verbose=0)), nnx.to_numpy(h), rtol=1e-6)

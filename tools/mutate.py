@@ -343,6 +343,33 @@ MUTANTS: list[Mutant] = [
       'GlorotUniform = _preset("glorot_uniform", 1.0, "fan_in", "uniform")',
       "glorot_uniform scaled by fan_in alone",
       "glorot_uniform on a (100, 10) kernel has max |w| close to sqrt(6 / 110), not sqrt(6 / 100)"),
+    # -- a convolution and its max pooling run as one; NumPy convolution and pooling kernels --
+    M("pooled_bias_gradient_before_activation", "nnx/layers/conv.py",
+      "grads[self.bias] = self.ops.sum_rows(self.xp.reshape(dp, (-1, self.filters)))",
+      "grads[self.bias] = self.ops.sum_rows(self.xp.reshape(dy, (-1, self.filters)))",
+      "the pooled pair's bias gradient sums the output gradient, not the one through the ReLU",
+      "finite differences through Conv2D(relu) + MaxPooling2D; the pair against the layers one by one"),
+    M("pooled_any_activation", "nnx/layers/conv.py",
+      "and type(self.activation) in (_activations.ReLU, _activations.Linear))",
+      "and self.activation is not None)",
+      "any activation is moved after the max pooling (swish does not commute with max)",
+      "Conv2D(swish) + MaxPooling2D: the model's output equals the layers applied one by one"),
+    M("pooled_forward_drops_the_bias", "nnx/layers/conv.py",
+      "y, act_saved = self.ops.bias_activation(p, self.bias.value if self.use_bias else None, self.activation)",
+      "y, act_saved = self.ops.bias_activation(p, None, self.activation)",
+      "the pooled pair forgets the bias it moved after the pooling",
+      "the pair against the layers one by one with a random bias"),
+    M("tap_major_im2col_channel_order", "backends/numpy_conv.py",
+      "np.copyto(taps[k], xpad[:, rows, columns, :].transpose(3, 0, 1, 2))",
+      "np.copyto(taps[k], xpad[:, rows, columns, ::-1].transpose(3, 0, 1, 2))",
+      "the tap-major patches of a few-channel input take the channels in reverse order",
+      "the NumPy convolution kernels against the portable code with 3 input channels"),
+    M("tiled_max_pool_ties_not_resolved", "backends/numpy_conv.py",
+      "if np.count_nonzero(mask) != y.size or np.isnan(np.add.reduce(y, axis=None)):",
+      "if False:",
+      "the tiled max pooling routes a tied window's gradient to every maximum, not the first",
+      "the NumPy tiled pooling against the portable code on inputs with many ties"),
+
 ]
 
 

@@ -139,17 +139,95 @@ class _Conv(Layer):
     def output_activation(self):
         return self.activation
 
+    def _kernel4(self) -> Any:
+        return self.kernel.value if self.rank == 2 else self.xp.reshape(self.kernel.value, self._pairs()[2])
+
+    def _convolve(self, x: Any) -> tuple[Any, Any]:
+        """The convolution alone (no bias, no activation), in the layer's rank, and its context."""
+        strides, dilation, _ = self._pairs()
+        z, conv_saved = self.ops.conv2d(self._as_2d(x), self._kernel4(), strides, dilation, self._pads)
+        return self._from_2d(z), conv_saved
+
     def forward(self, x, training=False):
-        strides, dilation, shape4 = self._pairs()
-        kernel = self.kernel.value if self.rank == 2 else self.xp.reshape(self.kernel.value, shape4)
-        z, conv_saved = self.ops.conv2d(self._as_2d(x), kernel, strides, dilation, self._pads)
-        y, act_saved = self.ops.bias_activation(self._from_2d(z), self.bias.value if self.use_bias else None,
-                                                self.activation)
+        z, conv_saved = self._convolve(x)
+        y, act_saved = self.ops.bias_activation(z, self.bias.value if self.use_bias else None, self.activation)
         return y, (conv_saved if training else None, act_saved)
 
     def backward(self, saved, dy, need_dx=True):
         dz = self.ops.activation_backward(self.activation, dy, saved[1])
         return self.backward_from_logits(saved, dz, need_dx)
+
+    # -- followed by a max pooling ---------------------------------------------------------
+    def pools_with(self, pool: Layer) -> bool:
+        """Whether ``forward_pooled`` may run this layer and ``pool`` (the next layer) as one:
+        ``pool`` is a max pooling of the same rank and the activation is ReLU or linear, so
+        ``act(max(z) + b) == max(act(z + b))`` for each window (``max`` commutes with adding a
+        per-channel constant and with a non-decreasing activation).
+
+        >>> conv.pools_with(nnx.MaxPooling2D(2))   # True for activation "relu"
+        """
+        return (getattr(pool, "mode", None) == "max" and getattr(pool, "rank", None) == self.rank
+                and type(self.activation) in (_activations.ReLU, _activations.Linear))
+
+    def forward_pooled(self, x: Any, pool: Layer, training: bool = False) -> tuple[Any, Any]:
+        """This layer and the max pooling ``pool`` after it, as ``act(pool(conv(x)) + bias)``:
+        the bias and the activation run on the pooled array, a fraction of the convolution's
+        output (a quarter for 2x2 windows), in the forward and in the backward. The model uses
+        it when ``pools_with(pool)``; the output equals ``pool(layer(x))``.
+
+        Args:
+            x: the layer's input.
+            pool: the max pooling layer that follows.
+            training: keep what ``backward_pooled`` needs. Defaults to False.
+
+        Returns:
+            ``(y, saved)``: the pooled output and the saved contexts of both.
+
+        >>> y, saved = conv.forward_pooled(x, pool, training=True)
+        """
+        z, conv_saved = self._convolve(x)
+        p, pool_saved = pool.forward(z, training)
+        y, act_saved = self.ops.bias_activation(p, self.bias.value if self.use_bias else None, self.activation)
+        return y, ((conv_saved, pool_saved) if training else None, act_saved)
+
+    def backward_pooled(self, saved: Any, dy: Any, pool: Layer, need_dx: bool = True) -> tuple[Any, dict]:
+        """The backward of ``forward_pooled``: through the activation and the bias on the pooled
+        gradient, then the pooling, then the convolution.
+
+        Args:
+            saved: what ``forward_pooled`` saved.
+            dy: the gradient of the pooled output.
+            pool: the max pooling layer that follows.
+            need_dx: whether to compute the input gradient.
+
+        Returns:
+            ``(dx, grads)`` for this layer's weights (the pooling has none).
+
+        >>> dx, grads = conv.backward_pooled(saved, dy, pool)
+        """
+        (conv_saved, pool_saved), act_saved = saved
+        dp = self.ops.activation_backward(self.activation, dy, act_saved)
+        grads = {}
+        if self.trainable and self.use_bias:
+            grads[self.bias] = self.ops.sum_rows(self.xp.reshape(dp, (-1, self.filters)))
+        if not (need_dx or self.trainable):
+            return None, grads
+        dz = pool.backward(pool_saved, dp, True)[0]
+        dx, dkernel = self._conv_backward(conv_saved, dz, need_dx, need_dbias=False)[:2]
+        if self.trainable:
+            grads[self.kernel] = dkernel
+        return dx, grads
+
+    def _conv_backward(self, conv_saved: Any, dz: Any, need_dx: bool, need_dbias: bool) -> tuple[Any, Any, Any]:
+        """``(dx, dkernel, dbias)`` in the layer's shapes (None where not asked for) from the
+        gradient of the convolution's output (plus bias)."""
+        strides, dilation, _ = self._pairs()
+        dx, dkernel, dbias = self.ops.conv2d_backward(
+            conv_saved, self._as_2d(dz), self._kernel4(), strides, dilation, self._pads, need_dx=need_dx,
+            need_dkernel=self.trainable, need_dbias=need_dbias)
+        if dkernel is not None and self.rank != 2:
+            dkernel = self.xp.reshape(dkernel, self.kernel.shape)
+        return (self._from_2d(dx) if need_dx else None), dkernel, dbias
 
     def backward_from_logits(self, saved: Any, dz: Any, need_dx: bool = True) -> tuple[Any, dict]:
         """Backward from the gradient of the pre-activation (convolution plus bias).
@@ -164,20 +242,15 @@ class _Conv(Layer):
 
         >>> dx, grads = layer.backward_from_logits(saved, dz)
         """
-        xp = self.xp
-        strides, dilation, shape4 = self._pairs()
-        kernel = self.kernel.value if self.rank == 2 else xp.reshape(self.kernel.value, shape4)
         grads = {}
         if not (need_dx or self.trainable):
             return None, grads
-        dx, dkernel, dbias = self.ops.conv2d_backward(
-            saved[0], self._as_2d(dz), kernel, strides, dilation, self._pads, need_dx=need_dx,
-            need_dkernel=self.trainable, need_dbias=self.trainable and self.use_bias)
+        dx, dkernel, dbias = self._conv_backward(saved[0], dz, need_dx, self.trainable and self.use_bias)
         if self.trainable:
-            grads[self.kernel] = dkernel if self.rank == 2 else xp.reshape(dkernel, self.kernel.shape)
+            grads[self.kernel] = dkernel
             if self.use_bias:
                 grads[self.bias] = dbias
-        return (self._from_2d(dx) if need_dx else None), grads
+        return dx, grads
 
     def get_config(self) -> dict:
         return {
