@@ -51,6 +51,44 @@ class _TiledMax:
         self.mask, self.shape = mask, shape
 
 
+class _PooledConv:
+    """What ``conv2d_max_pool`` keeps for its backward: the patches of the window-covered output
+    positions, rows ordered (window position, sample, row, column), and the mask of each
+    window's maximum over those rows."""
+
+    __slots__ = ("cols", "mask", "padded_shape", "pooled_hw")
+
+    def __init__(self, cols: np.ndarray, mask: np.ndarray, padded_shape: tuple[int, ...], pooled_hw: tuple[int, int]):
+        self.cols, self.mask, self.padded_shape, self.pooled_hw = cols, mask, padded_shape, pooled_hw
+
+
+def _pooled_taps(window, pool, strides, dilation, pooled_hw):
+    """For each kernel tap (i, j) and window position (a, b), in that order: the (rows, columns)
+    slices of the padded input that output positions (ph R + a, pw C + b) read at that tap."""
+    (kh, kw), (ph, pw), (sh, sw), (dh, dw), (hq, wq) = window, pool, strides, dilation, pooled_hw
+    out = []
+    for i in range(kh):
+        for j in range(kw):
+            row = []
+            for a in range(ph):
+                for b in range(pw):
+                    r0, c0 = a * sh + i * dh, b * sw + j * dw
+                    row.append((slice(r0, r0 + ph * sh * (hq - 1) + 1, ph * sh),
+                                slice(c0, c0 + pw * sw * (wq - 1) + 1, pw * sw)))
+            out.append(row)
+    return out
+
+
+def _first_marks(marks: list[np.ndarray]) -> None:
+    """Keep only the first True across ``marks`` (same-shape views of one bool mask), in place."""
+    marks = [m.view(np.uint8) for m in marks]
+    seen = marks[0].copy()
+    for k in range(1, len(marks)):
+        np.greater(marks[k], seen, out=marks[k])  # a mark survives only where no earlier position was marked
+        if k < len(marks) - 1:
+            np.bitwise_or(seen, marks[k], out=seen)
+
+
 class NumpyConvOps:
     """The NumPy overrides of ``nnx.conv_ops.ConvOps`` (mixed into ``NumpyOps``)."""
 
@@ -108,6 +146,70 @@ class NumpyConvOps:
             np.add(part, block, out=part)
         return self.crop2d(dx, pads), dkernel, dbias
 
+    def conv2d_max_pool(self, x, kernel, strides, dilation, pads, window):
+        # the convolution at the output positions some window covers, its patch rows ordered by
+        # window position first: each position's outputs are one contiguous block, so the
+        # pooling is elementwise over ph*pw blocks, and its backward writes them contiguously
+        kh, kw, c, f = kernel.shape
+        ph, pw = window
+        xpad = self.pad2d(x, pads)
+        n, hp, wp, _ = xpad.shape
+        ho = (hp - (kh - 1) * dilation[0] - 1) // strides[0] + 1
+        wo = (wp - (kw - 1) * dilation[1] - 1) // strides[1] + 1
+        hq, wq = ho // ph, wo // pw
+        if min(hq, wq) < 1 or x.dtype.itemsize not in _BITS:
+            return super().conv2d_max_pool(x, kernel, strides, dilation, pads, window)
+        positions, rows = ph * pw, n * hq * wq
+        slices = _pooled_taps((kh, kw), window, strides, dilation, (hq, wq))
+        if c <= self.tap_major_channels:
+            taps = np.empty((kh * kw, c, positions, n, hq, wq), dtype=x.dtype)
+            for k, per_position in enumerate(slices):
+                for q, (r, s) in enumerate(per_position):
+                    np.copyto(taps[k, :, q], xpad[:, r, s, :].transpose(3, 0, 1, 2))
+            cols = taps.reshape(kh * kw * c, positions * rows).T
+        else:
+            (sh, sw), (dh, dw) = strides, dilation
+            view = sliding_window_view(xpad, ((kh - 1) * dh + 1, (kw - 1) * dw + 1), axis=(1, 2))
+            view = view[:, ::sh, ::sw, :, ::dh, ::dw]  # (n, >=ho, >=wo, c, kh, kw)
+            blocks = np.empty((positions, n, hq, wq, kh, kw, c), dtype=x.dtype)
+            for q in range(positions):
+                a, b = divmod(q, pw)
+                part = view[:, a:a + ph * (hq - 1) + 1:ph, b:b + pw * (wq - 1) + 1:pw]
+                np.copyto(blocks[q], part.transpose(0, 1, 2, 4, 5, 3))
+            cols = blocks.reshape(positions * rows, kh * kw * c)
+        z = (cols @ kernel.reshape(kh * kw * c, f)).reshape(positions, rows, f)
+        y = z[0].copy() if positions == 1 else np.maximum(z[0], z[1])
+        for block in z[2:]:
+            np.maximum(y, block, out=y)
+        mask = np.equal(z, y)
+        if np.count_nonzero(mask) != y.size or np.isnan(np.add.reduce(y, axis=None)):
+            _first_marks(list(mask))  # ties: each window's first maximum, as the portable code
+        return y.reshape(n, hq, wq, f), _PooledConv(cols, mask, tuple(xpad.shape), (hq, wq))
+
+    def conv2d_max_pool_backward(self, saved, dp, kernel, strides, dilation, pads, window, need_dx=True,
+                                 need_dkernel=True):
+        if not isinstance(saved, _PooledConv):
+            return super().conv2d_max_pool_backward(saved, dp, kernel, strides, dilation, pads, window, need_dx,
+                                                    need_dkernel)
+        kh, kw, c, f = kernel.shape
+        positions, rows, _ = saved.mask.shape
+        dz = np.empty(saved.mask.shape, dtype=dp.dtype)
+        _select(saved.mask, np.broadcast_to(dp.reshape(1, rows, f), dz.shape), dz)
+        dz2 = dz.reshape(positions * rows, f)
+        dkernel = (saved.cols.T @ dz2).reshape(kernel.shape) if need_dkernel else None
+        if not need_dx:
+            return None, dkernel
+        n, (hq, wq) = dp.shape[0], saved.pooled_hw
+        per_tap = kernel.reshape(kh * kw, c, f)
+        block = np.empty((positions, n, hq, wq, c), dtype=dp.dtype)
+        dx = np.zeros(saved.padded_shape, dtype=dp.dtype)
+        for k, per_position in enumerate(_pooled_taps((kh, kw), window, strides, dilation, (hq, wq))):
+            np.matmul(dz2, per_tap[k].T, out=block.reshape(positions * rows, c))
+            for q, (r, s) in enumerate(per_position):
+                part = dx[:, r, s, :]
+                np.add(part, block[q], out=part)
+        return self.crop2d(dx, pads), dkernel
+
     def max_pool2d(self, x, window, strides, pads):
         ph, pw = window
         if tuple(window) != tuple(strides) or any(pads[0] + pads[1]) or x.dtype.itemsize not in _BITS:
@@ -124,13 +226,7 @@ class NumpyConvOps:
         # ties: keep each window's first maximum, as the portable code (a NaN window has no mark, so
         # NaN could hide a tie from the count)
         if np.count_nonzero(mask) != y.size or np.isnan(np.add.reduce(y, axis=None)):
-            bits = mask.view(np.uint8)
-            marks = [bits[:, :, i, :, j, :] for i in range(ph) for j in range(pw)]
-            seen = marks[0].copy()
-            for k, mark in enumerate(marks[1:], 1):
-                np.greater(mark, seen, out=mark)  # a mark survives only where no earlier position was marked
-                if k < len(marks) - 1:
-                    np.bitwise_or(seen, mark, out=seen)
+            _first_marks([mask[:, :, i, :, j, :] for i in range(ph) for j in range(pw)])
         return y, _TiledMax(mask, tuple(x.shape))
 
     def max_pool2d_backward(self, saved, dy, window, strides, pads):

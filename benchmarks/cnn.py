@@ -198,7 +198,8 @@ def profile(x, y, batch_size, epochs, backend) -> None:
     # inside the layers: the backend operations, each call timed whoever calls it
     inner: dict[str, float] = collections.defaultdict(float)
     ops = backend.ops
-    for name in ("im2col", "conv2d", "conv2d_backward", "max_pool2d", "max_pool2d_backward", "bias_activation",
+    for name in ("im2col", "conv2d", "conv2d_backward", "max_pool2d", "max_pool2d_backward", "conv2d_max_pool",
+                 "conv2d_max_pool_backward", "bias_activation",
                  "activation_backward", "sum_rows"):
         original = getattr(ops, name)
 

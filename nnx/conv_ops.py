@@ -199,3 +199,23 @@ class ConvOps:
         for rows, cols in _taps(window, strides, (1, 1), tuple(dy.shape[1:3])):
             dx[:, rows, cols, :] += share
         return self.crop2d(dx, pads)
+
+    # -- a convolution and the max pooling of its output -----------------------------------
+    def conv2d_max_pool(self, x: Any, kernel: Any, strides: Pair, dilation: Pair, pads: Pads,
+                        window: Pair) -> tuple[Any, Any]:
+        """``(p, saved)``: ``conv2d`` (no bias) followed by a max pooling over whole ``window``
+        tiles (strides equal to the window, no padding), which backends may compute without the
+        convolution's full output."""
+        z, conv_saved = self.conv2d(x, kernel, strides, dilation, pads)
+        p, pool_saved = self.max_pool2d(z, window, window, ((0, 0), (0, 0)))
+        return p, (conv_saved, pool_saved)
+
+    def conv2d_max_pool_backward(self, saved: Any, dp: Any, kernel: Any, strides: Pair, dilation: Pair, pads: Pads,
+                                 window: Pair, need_dx: bool = True, need_dkernel: bool = True) -> tuple[Any, Any]:
+        """``(dx, dkernel)`` from ``conv2d_max_pool``'s ``saved`` and the pooled gradient ``dp``
+        (read-only); each is None when not asked for."""
+        conv_saved, pool_saved = saved
+        dz = self.max_pool2d_backward(pool_saved, dp, window, window, ((0, 0), (0, 0)))
+        dx, dkernel, _ = self.conv2d_backward(conv_saved, dz, kernel, strides, dilation, pads, need_dx=need_dx,
+                                              need_dkernel=need_dkernel)
+        return dx, dkernel

@@ -297,14 +297,23 @@ def test_fused_softmax_cross_entropy_through_a_conv(backend64):
 
 
 def test_first_conv_computes_no_input_gradient(backend, monkeypatch):
-    calls = []
-    original = backend.ops.conv2d_backward
+    calls, inside = [], []
 
-    def spy(*args, **kwargs):
-        calls.append(kwargs["need_dx"])
-        return original(*args, **kwargs)
+    def spying(name):  # a convolution's backward, alone or with its max pooling (the outermost call counts)
+        original = getattr(backend.ops, name)
 
-    monkeypatch.setattr(backend.ops, "conv2d_backward", spy)
+        def spy(*args, **kwargs):
+            if not inside:
+                calls.append(kwargs["need_dx"])
+            inside.append(name)
+            try:
+                return original(*args, **kwargs)
+            finally:
+                inside.pop()
+        monkeypatch.setattr(backend.ops, name, spy)
+
+    spying("conv2d_backward")
+    spying("conv2d_max_pool_backward")
     model = nnx.Sequential([nnx.Input((8, 8, 1)), nnx.Conv2D(2, 3, activation="relu"), nnx.MaxPooling2D(),
                             nnx.Conv2D(2, 2), nnx.Flatten(), nnx.Dense(3, activation="softmax")])
     model.compile("sgd", "sparse_categorical_crossentropy")
@@ -544,6 +553,15 @@ POOLED = {
                                                        nnx.MaxPooling2D(2, strides=1, padding="same")]),
     "conv2d-relu-nobias-max3x2": ((7, 8, 1), lambda: [nnx.Conv2D(2, 2, activation="relu", use_bias=False),
                                                       nnx.MaxPooling2D((3, 2))]),
+    "conv2d-relu-globalmax": ((5, 6, 2), lambda: [nnx.Conv2D(3, 2, activation="relu", bias_initializer="random_normal"),
+                                                  nnx.GlobalMaxPooling2D()]),
+    "conv2d-s2-relu-max2-tiles": ((9, 8, 3), lambda: [nnx.Conv2D(5, 3, strides=(2, 1), padding="same", activation="relu",
+                                                                 bias_initializer="random_normal"), nnx.MaxPooling2D(2)]),
+    "conv2d-d2-relu-max2x3-tiles": ((11, 10, 6), lambda: [nnx.Conv2D(2, (2, 3), dilation_rate=2, activation="relu",
+                                                                     bias_initializer="random_normal"),
+                                                          nnx.MaxPooling2D((2, 3))]),
+    "conv1d-relu-max2-tiles": ((9, 2), lambda: [nnx.Conv1D(3, 2, activation="relu", bias_initializer="random_normal"),
+                                                nnx.MaxPooling1D(2)]),
     "conv1d-relu-max3-s2-same": ((9, 2), lambda: [nnx.Conv1D(3, 2, activation="relu", bias_initializer="random_normal"),
                                                   nnx.MaxPooling1D(3, strides=2, padding="same")]),
 }
@@ -610,3 +628,33 @@ def test_only_a_relu_or_linear_convolution_runs_with_the_max_pooling_after_it(ba
     conv, pool = model.layers
     h = pool.forward(conv.forward(nnx.asarray(x))[0])[0]
     np.testing.assert_allclose(nnx.to_numpy(model.predict(x, verbose=0)), nnx.to_numpy(h), rtol=1e-6)
+
+
+@pytest.mark.parametrize("channels", [1, 6], ids=["tap-major", "strided-view"])
+@pytest.mark.parametrize("window, strides, dilation, pool", [((3, 3), (1, 1), (1, 1), (2, 2)),
+                                                             ((2, 3), (2, 1), (1, 1), (2, 3)),
+                                                             ((3, 2), (1, 1), (2, 1), (3, 2)),
+                                                             ((1, 1), (1, 1), (1, 1), (1, 2))])
+def test_numpy_convolution_with_max_pooling_matches_the_portable_code(backend, window, strides, dilation, pool,
+                                                                      channels):
+    """The NumPy kernel computes only the window-covered outputs, blocked by window position; the
+    portable code convolves, then pools. Integer inputs make ties, where the first maximum wins."""
+    from nnx.backends.numpy_conv import _PooledConv
+
+    fast, portable = _numpy_ops()
+    rng = np.random.default_rng(10)
+    x = rng.integers(-1, 2, size=(3, 11, 10, channels)).astype("float32")
+    kernel = rng.integers(-1, 2, size=(*window, channels, 4)).astype("float32")
+    pads = ((1, 0), (0, 1))
+    p, saved = fast.conv2d_max_pool(x, kernel, strides, dilation, pads, pool)
+    p0, saved0 = portable.conv2d_max_pool(x, kernel, strides, dilation, pads, pool)
+    assert isinstance(saved, _PooledConv)  # the declared fast path is taken
+    np.testing.assert_array_equal(p, p0)
+    dp = rng.normal(size=p.shape).astype("float32")
+    for need_dx in (True, False):
+        got = fast.conv2d_max_pool_backward(saved, dp, kernel, strides, dilation, pads, pool, need_dx=need_dx)
+        want = portable.conv2d_max_pool_backward(saved0, dp, kernel, strides, dilation, pads, pool, need_dx=need_dx)
+        for a, b in zip(got, want):
+            assert (a is None) == (b is None)
+            if a is not None:
+                np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)

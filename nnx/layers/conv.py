@@ -160,7 +160,8 @@ class _Conv(Layer):
     # -- followed by a max pooling ---------------------------------------------------------
     def pools_with(self, pool: Layer) -> bool:
         """Whether ``forward_pooled`` may run this layer and ``pool`` (the next layer) as one:
-        ``pool`` is a max pooling of the same rank and the activation is ReLU or linear, so
+        ``pool`` is a max pooling (windowed or global) of the same rank and the activation is ReLU
+        or linear, so
         ``act(max(z) + b) == max(act(z + b))`` for each window (``max`` commutes with adding a
         per-channel constant and with a non-decreasing activation).
 
@@ -185,10 +186,23 @@ class _Conv(Layer):
 
         >>> y, saved = conv.forward_pooled(x, pool, training=True)
         """
-        z, conv_saved = self._convolve(x)
-        p, pool_saved = pool.forward(z, training)
+        if self._tiles(pool):
+            strides, dilation, _ = self._pairs()
+            p, saved = self.ops.conv2d_max_pool(self._as_2d(x), self._kernel4(), strides, dilation, self._pads,
+                                                pool._pairs()[0])
+            p = self._from_2d(p)
+        else:
+            z, conv_saved = self._convolve(x)
+            p, pool_saved = pool.forward(z, training)
+            saved = (conv_saved, pool_saved)
         y, act_saved = self.ops.bias_activation(p, self.bias.value if self.use_bias else None, self.activation)
-        return y, ((conv_saved, pool_saved) if training else None, act_saved)
+        return y, (saved if training else None, act_saved)
+
+    @staticmethod
+    def _tiles(pool: Layer) -> bool:
+        """Whether ``pool``'s windows tile its input: strides equal to the pool size, no padding."""
+        size = getattr(pool, "pool_size", None)  # None: a global pooling
+        return size is not None and tuple(pool.strides) == tuple(size) and pool.padding == "valid"
 
     def backward_pooled(self, saved: Any, dy: Any, pool: Layer, need_dx: bool = True) -> tuple[Any, dict]:
         """The backward of ``forward_pooled``: through the activation and the bias on the pooled
@@ -205,15 +219,25 @@ class _Conv(Layer):
 
         >>> dx, grads = conv.backward_pooled(saved, dy, pool)
         """
-        (conv_saved, pool_saved), act_saved = saved
+        pair_saved, act_saved = saved
         dp = self.ops.activation_backward(self.activation, dy, act_saved)
         grads = {}
         if self.trainable and self.use_bias:
             grads[self.bias] = self.ops.sum_rows(self.xp.reshape(dp, (-1, self.filters)))
         if not (need_dx or self.trainable):
             return None, grads
-        dz = pool.backward(pool_saved, dp, True)[0]
-        dx, dkernel = self._conv_backward(conv_saved, dz, need_dx, need_dbias=False)[:2]
+        if self._tiles(pool):
+            strides, dilation, _ = self._pairs()
+            dx, dkernel = self.ops.conv2d_max_pool_backward(
+                pair_saved, self._as_2d(dp), self._kernel4(), strides, dilation, self._pads, pool._pairs()[0],
+                need_dx=need_dx, need_dkernel=self.trainable)
+            dx = self._from_2d(dx) if need_dx else None
+            if dkernel is not None and self.rank != 2:
+                dkernel = self.xp.reshape(dkernel, self.kernel.shape)
+        else:
+            conv_saved, pool_saved = pair_saved
+            dz = pool.backward(pool_saved, dp, True)[0]
+            dx, dkernel = self._conv_backward(conv_saved, dz, need_dx, need_dbias=False)[:2]
         if self.trainable:
             grads[self.kernel] = dkernel
         return dx, grads
