@@ -146,7 +146,7 @@ class NumpyConvOps:
             np.add(part, block, out=part)
         return self.crop2d(dx, pads), dkernel, dbias
 
-    def conv2d_max_pool(self, x, kernel, strides, dilation, pads, window):
+    def conv2d_max_pool(self, x, kernel, strides, dilation, pads, window, training=True):
         # the convolution at the output positions some window covers, its patch rows ordered by
         # window position first: each position's outputs are one contiguous block, so the
         # pooling is elementwise over ph*pw blocks, and its backward writes them contiguously
@@ -158,7 +158,7 @@ class NumpyConvOps:
         wo = (wp - (kw - 1) * dilation[1] - 1) // strides[1] + 1
         hq, wq = ho // ph, wo // pw
         if min(hq, wq) < 1 or x.dtype.itemsize not in _BITS:
-            return super().conv2d_max_pool(x, kernel, strides, dilation, pads, window)
+            return super().conv2d_max_pool(x, kernel, strides, dilation, pads, window, training)
         positions, rows = ph * pw, n * hq * wq
         slices = _pooled_taps((kh, kw), window, strides, dilation, (hq, wq))
         if c <= self.tap_major_channels:
@@ -181,6 +181,8 @@ class NumpyConvOps:
         y = z[0].copy() if positions == 1 else np.maximum(z[0], z[1])
         for block in z[2:]:
             np.maximum(y, block, out=y)
+        if not training:
+            return y.reshape(n, hq, wq, f), None
         mask = np.equal(z, y)
         if np.count_nonzero(mask) != y.size or np.isnan(np.add.reduce(y, axis=None)):
             _first_marks(list(mask))  # ties: each window's first maximum, as the portable code

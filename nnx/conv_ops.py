@@ -202,10 +202,10 @@ class ConvOps:
 
     # -- a convolution and the max pooling of its output -----------------------------------
     def conv2d_max_pool(self, x: Any, kernel: Any, strides: Pair, dilation: Pair, pads: Pads,
-                        window: Pair) -> tuple[Any, Any]:
+                        window: Pair, training: bool = True) -> tuple[Any, Any]:
         """``(p, saved)``: ``conv2d`` (no bias) followed by a max pooling over whole ``window``
         tiles (strides equal to the window, no padding), which backends may compute without the
-        convolution's full output."""
+        convolution's full output; ``saved`` may be None when not ``training``."""
         z, conv_saved = self.conv2d(x, kernel, strides, dilation, pads)
         p, pool_saved = self.max_pool2d(z, window, window, ((0, 0), (0, 0)))
         return p, (conv_saved, pool_saved)

@@ -27,7 +27,9 @@ from .layers.base import Layer, as_int
 
 class Step(NamedTuple):
     """What ``compute_gradients`` returns: the batch loss (regularization included), the
-    predictions, the gradients keyed by weight record, and each layer's saved context.
+    predictions, the gradients keyed by weight record, and each layer's saved context (for a
+    convolution and the max pooling after it, run as one, the pair's context at the
+    convolution's index and None at the pooling's).
 
     >>> loss, predictions, grads, saved = model.compute_gradients(x, y)
     """
@@ -74,6 +76,7 @@ class Sequential(Layer):
         self._fused = False
         self._stateful: list[int] = []
         self._pooled: set[int] = set()
+        self._planned: list = []
         self.history = None
         for layer in layers or []:
             self.add(layer)
@@ -211,6 +214,15 @@ class Sequential(Layer):
             if i - 1 not in pooled and hasattr(self.layers[i], "pools_with") and self.layers[i].pools_with(self.layers[i + 1]):
                 pooled.add(i)
         self._pooled = pooled
+        self._planned = list(self.layers)
+
+    def _plan(self) -> set[int]:
+        """The pooled pairs, recomputed (with the stateful layers) when ``layers`` was changed in
+        place, or a pair's layer (its activation) no longer allows it, since they were."""
+        layers, pooled = self.layers, self._pooled
+        if self._planned != layers or any(not layers[i].pools_with(layers[i + 1]) for i in pooled):
+            self._after_change()
+        return self._pooled
 
     def _random_state(self) -> tuple:
         """What ``_set_random_state`` needs to undo a refused ``fit``: the shuffle generator and
@@ -324,7 +336,7 @@ class Sequential(Layer):
 
         >>> y, saved = model.forward(x, training=True)
         """
-        layers, pooled = self.layers, self._pooled
+        layers, pooled = self.layers, self._plan()
         if not training:
             i = 0
             while i < len(layers):
@@ -379,7 +391,7 @@ class Sequential(Layer):
             stop = 0
         elif stop is None:
             stop = self._first_backward
-        layers, pooled = self.layers, self._pooled
+        layers, pooled = self.layers, self._plan()
         last = len(layers) - 1
         for i in range(last, stop - 1, -1):
             layer, want_dx = layers[i], need_dx or i > stop
@@ -402,6 +414,7 @@ class Sequential(Layer):
 
         >>> model.update_state(step.saved)
         """
+        self._plan()
         for i in self._stateful:
             self.layers[i].update_state(saved[i])
 

@@ -167,14 +167,20 @@ class _Conv(Layer):
 
         >>> conv.pools_with(nnx.MaxPooling2D(2))   # True for activation "relu"
         """
-        return (getattr(pool, "mode", None) == "max" and getattr(pool, "rank", None) == self.rank
-                and type(self.activation) in (_activations.ReLU, _activations.Linear))
+        from . import pooling  # (pooling imports this module)
+
+        max_pools = (pooling.MaxPooling1D,) if self.rank == 1 else (pooling.MaxPooling2D, pooling.GlobalMaxPooling2D)
+        return type(pool) in max_pools and type(self.activation) in (_activations.ReLU, _activations.Linear)
 
     def forward_pooled(self, x: Any, pool: Layer, training: bool = False) -> tuple[Any, Any]:
         """This layer and the max pooling ``pool`` after it, as ``act(pool(conv(x)) + bias)``:
         the bias and the activation run on the pooled array, a fraction of the convolution's
         output (a quarter for 2x2 windows), in the forward and in the backward. The model uses
-        it when ``pools_with(pool)``; the output equals ``pool(layer(x))``.
+        it when ``pools_with(pool)``. The output equals ``pool(layer(x))``, and so do the
+        gradients, but for windows where adding the bias rounds distinct values to equal ones:
+        the layers one by one send that window's gradient to the first of the tied values, the
+        pair to the largest before rounding (both are gradients of the maximum; in float32 it
+        needs two values closer than the bias's rounding step).
 
         Args:
             x: the layer's input.
@@ -189,7 +195,7 @@ class _Conv(Layer):
         if self._tiles(pool):
             strides, dilation, _ = self._pairs()
             p, saved = self.ops.conv2d_max_pool(self._as_2d(x), self._kernel4(), strides, dilation, self._pads,
-                                                pool._pairs()[0])
+                                                pool._pairs()[0], training)
             p = self._from_2d(p)
         else:
             z, conv_saved = self._convolve(x)
