@@ -201,15 +201,20 @@ class NumpyConvOps:
         dkernel = (saved.cols.T @ dz2).reshape(kernel.shape) if need_dkernel else None
         if not need_dx:
             return None, dkernel
-        n, (hq, wq) = dp.shape[0], saved.pooled_hw
+        # the input gradient: dz back in spatial order (one copy), then one product per kernel
+        # tap and one add of whole rows, as conv2d_backward (adding the window-ordered blocks
+        # at stride-2 positions instead: 6.3 ms against 4.2 for the convnet's second layer)
+        (ph, pw), n, (hq, wq) = window, dp.shape[0], saved.pooled_hw
+        spatial = np.empty((n, hq, ph, wq, pw, f), dtype=dp.dtype)
+        np.copyto(spatial, dz.reshape(ph, pw, n, hq, wq, f).transpose(2, 3, 0, 4, 1, 5))
+        spatial = spatial.reshape(n * hq * ph * wq * pw, f)
         per_tap = kernel.reshape(kh * kw, c, f)
-        block = np.empty((positions, n, hq, wq, c), dtype=dp.dtype)
+        block = np.empty((n, hq * ph, wq * pw, c), dtype=dp.dtype)
         dx = np.zeros(saved.padded_shape, dtype=dp.dtype)
-        for k, per_position in enumerate(_pooled_taps((kh, kw), window, strides, dilation, (hq, wq))):
-            np.matmul(dz2, per_tap[k].T, out=block.reshape(positions * rows, c))
-            for q, (r, s) in enumerate(per_position):
-                part = dx[:, r, s, :]
-                np.add(part, block[q], out=part)
+        for k, (r, s) in enumerate(_taps((kh, kw), strides, dilation, (hq * ph, wq * pw))):
+            np.matmul(spatial, per_tap[k].T, out=block.reshape(-1, c))
+            part = dx[:, r, s, :]
+            np.add(part, block, out=part)
         return self.crop2d(dx, pads), dkernel
 
     def max_pool2d(self, x, window, strides, pads):
