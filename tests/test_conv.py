@@ -562,6 +562,10 @@ POOLED = {
                                                           nnx.MaxPooling2D((2, 3))]),
     "conv1d-relu-max2-tiles": ((9, 2), lambda: [nnx.Conv1D(3, 2, activation="relu", bias_initializer="random_normal"),
                                                 nnx.MaxPooling1D(2)]),
+    "activation-relu-max2": ((6, 7, 2), lambda: [nnx.Activation("relu"), nnx.MaxPooling2D(2)]),
+    "relu-layer-max2-s1-same": ((6, 7, 2), lambda: [nnx.layers.ReLU(), nnx.MaxPooling2D(2, strides=1, padding="same")]),
+    "activation-relu-globalmax": ((5, 6, 2), lambda: [nnx.Activation("relu"), nnx.GlobalMaxPooling2D()]),
+    "activation-relu-max1d": ((9, 2), lambda: [nnx.Activation("relu"), nnx.MaxPooling1D(3, strides=2)]),
     "conv1d-relu-max3-s2-same": ((9, 2), lambda: [nnx.Conv1D(3, 2, activation="relu", bias_initializer="random_normal"),
                                                   nnx.MaxPooling1D(3, strides=2, padding="same")]),
 }
@@ -605,6 +609,8 @@ def test_conv_and_max_pooling_run_as_one_and_match_the_layers_one_by_one(backend
 @pytest.mark.parametrize("name", list(POOLED), ids=list(POOLED))
 def test_conv_and_max_pooling_as_one_gradients(backend64, name):
     for middle in (False, True):  # first (no input gradient) and after another convolution
+        if not middle and name.startswith(("activation", "relu")):
+            continue  # a pair without weights: only its input gradient, checked after a convolution
         model, shape = _pooled_model(name, middle)
         assert model._pooled == {int(middle)}
         rng = np.random.default_rng(12)
@@ -622,6 +628,9 @@ def test_only_a_relu_or_linear_convolution_runs_with_the_max_pooling_after_it(ba
     assert pooled(nnx.Conv2D(2, 3, activation="relu"), nnx.AveragePooling2D()) == set()
     assert pooled(nnx.Conv2D(2, 3, activation="relu"), nnx.Dropout(0.5), nnx.MaxPooling2D()) == set()
     assert pooled(nnx.Conv2D(2, 1, activation="relu"), nnx.MaxPooling2D(), nnx.Conv2D(2, 1), nnx.MaxPooling2D()) == {0, 2}
+    assert pooled(nnx.Conv2D(2, 1), nnx.layers.BatchNormalization(), nnx.Activation("relu"), nnx.MaxPooling2D()) == {2}
+    assert pooled(nnx.Activation("tanh"), nnx.MaxPooling2D()) == set()
+    assert pooled(nnx.layers.LeakyReLU(), nnx.MaxPooling2D()) == set()
     # a non-monotone activation gives different values when pooled first: the model keeps the layers' order
     model = nnx.Sequential([nnx.Input((6, 6, 2)), nnx.Conv2D(3, 3, activation="swish"), nnx.MaxPooling2D()])
     x = np.random.default_rng(13).normal(size=(2, 6, 6, 2)).astype("float32")

@@ -9,6 +9,7 @@ from .. import activations as _activations
 from .. import data as _data
 from .. import initializers as _initializers
 from .. import regularizers as _regularizers
+from . import pooling
 from .base import Layer, as_int, shape_tuple
 
 
@@ -193,6 +194,55 @@ class Activation(Layer):
         >>> dx, grads = layer.backward_from_logits(saved, dz)
         """
         return dz, {}
+
+    # -- followed by a max pooling ---------------------------------------------------------
+    def pools_with(self, pool: Layer) -> bool:
+        """Whether the model may run this layer and ``pool`` (the next layer) as one: the pooling
+        first, then the activation on its smaller output. True for ReLU (or linear) before a
+        Keras max pooling, since ``relu(max(x)) == max(relu(x))`` over each window.
+
+        >>> nnx.Activation("relu").pools_with(nnx.MaxPooling2D())   # True
+        """
+        return (type(pool) in (pooling.MaxPooling1D, pooling.MaxPooling2D, pooling.GlobalMaxPooling2D)
+                and type(self.activation) in (_activations.ReLU, _activations.Linear))
+
+    def forward_pooled(self, x: Any, pool: Layer, training: bool = False) -> tuple[Any, Any]:
+        """``act(pool(x))``, equal to ``pool(act(x))`` when ``pools_with(pool)``; the activation
+        and its backward run on the pooled array.
+
+        Args:
+            x: the layer's input.
+            pool: the max pooling layer that follows.
+            training: keep what ``backward_pooled`` needs. Defaults to False.
+
+        Returns:
+            ``(y, saved)``: the pooled output and the saved contexts of both.
+
+        >>> y, saved = nnx.Activation("relu").forward_pooled(x, pool, training=True)
+        """
+        p, pool_saved = pool.forward(x, training)
+        y, act_saved = self.ops.bias_activation(p, None, self.activation)  # p is the pooling's own array
+        return y, (pool_saved if training else None, act_saved)
+
+    def backward_pooled(self, saved: Any, dy: Any, pool: Layer, need_dx: bool = True) -> tuple[Any, dict]:
+        """The backward of ``forward_pooled``: through the activation, then the pooling.
+
+        Args:
+            saved: what ``forward_pooled`` saved.
+            dy: the gradient of the pooled output.
+            pool: the max pooling layer that follows.
+            need_dx: whether to compute the input gradient.
+
+        Returns:
+            ``(dx, {})``: no weights.
+
+        >>> dx, _ = layer.backward_pooled(saved, dy, pool)
+        """
+        if not need_dx:
+            return None, {}
+        pool_saved, act_saved = saved
+        dp = self.ops.activation_backward(self.activation, dy, act_saved)
+        return pool.backward(pool_saved, dp, True)[0], {}
 
     def get_config(self) -> dict:
         return {**super().get_config(), "activation": self.activation.get_config()}
