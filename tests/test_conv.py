@@ -715,3 +715,49 @@ def test_pairs_follow_changes_to_the_layer_list_and_to_a_layers_activation(backe
     model.layers.insert(0, norm)
     model.fit(x, np.zeros((8, 2), "float32"), epochs=1, batch_size=8, verbose=0)
     assert np.all(nnx.to_numpy(norm.moving_mean.value) > 0.01)  # moved toward the batch mean (about 3)
+
+
+def test_random_pairs_match_the_layers_one_by_one(backend):
+    """Drawn convolution + max pooling configurations (rank, kernel, strides, dilation, padding
+    on both, bias, activation, batch size, integer inputs that tie), the pair against the
+    layers one by one: outputs, weight gradients and the input gradient."""
+    rng = np.random.default_rng(15)
+    checked = 0
+    for _ in range(12):
+        rank = int(rng.integers(1, 3))
+        spatial = tuple(int(v) for v in rng.integers(5, 10, size=rank))
+        channels = int(rng.integers(1, 7))
+        kernel = tuple(int(v) for v in rng.integers(1, 4, size=rank))
+        strided = rng.random() < 0.3
+        conv_kwargs = dict(filters=int(rng.integers(1, 5)), kernel_size=kernel,
+                           strides=tuple(int(v) for v in rng.integers(1, 3, size=rank)) if strided else 1,
+                           dilation_rate=1 if strided else tuple(int(v) for v in rng.integers(1, 3, size=rank)),
+                           padding=str(rng.choice(["valid", "same"])), use_bias=bool(rng.random() < 0.8),
+                           activation=str(rng.choice(["relu", "linear"])), bias_initializer="random_normal")
+        pool_size = tuple(int(v) for v in rng.integers(1, 4, size=rank))
+        tiles = rng.random() < 0.6
+        pool_kwargs = dict(pool_size=pool_size, strides=None if tiles else tuple(int(v) for v in rng.integers(1, 3, size=rank)),
+                           padding="valid" if tiles else str(rng.choice(["valid", "same"])))
+        conv = (nnx.Conv2D if rank == 2 else nnx.Conv1D)(**conv_kwargs)
+        pool = (nnx.MaxPooling2D if rank == 2 else nnx.MaxPooling1D)(**pool_kwargs)
+        try:
+            model = nnx.Sequential([nnx.Input((*spatial, channels)), conv, pool])
+        except ValueError:  # a pooling window larger than the convolution's output
+            continue
+        checked += 1
+        assert model._pooled == {0}
+        n = int(rng.integers(1, 4))
+        x = nnx.asarray(rng.integers(-2, 3, size=(n, *spatial, channels)).astype("float32"))
+        y, saved = model.forward(x, training=True)
+        h, s_conv = conv.forward(x, training=True)
+        want, s_pool = pool.forward(h, training=True)
+        np.testing.assert_allclose(nnx.to_numpy(y), nnx.to_numpy(want), rtol=1e-6, atol=1e-6, err_msg=str(conv_kwargs))
+        dy = nnx.asarray(rng.normal(size=tuple(y.shape)).astype("float32"))
+        dx, grads = model.backward(saved, dy)
+        d = pool.backward(s_pool, dy, True)[0]
+        d, want_grads = conv.backward(s_conv, d, True)
+        np.testing.assert_allclose(nnx.to_numpy(dx), nnx.to_numpy(d), rtol=1e-5, atol=1e-5, err_msg=str(conv_kwargs))
+        for w, g in want_grads.items():
+            np.testing.assert_allclose(nnx.to_numpy(grads[w]), nnx.to_numpy(g), rtol=1e-5, atol=1e-4,
+                                       err_msg=f"{w.path} {conv_kwargs} {pool_kwargs}")
+    assert checked >= 8
