@@ -391,7 +391,7 @@ class Sequential(Layer):
             stop = 0
         elif stop is None:
             stop = self._first_backward
-        layers, pooled = self.layers, self._plan()
+        layers, pooled = self.layers, self._pooled  # as the forward pass that saved ``saved`` planned
         last = len(layers) - 1
         for i in range(last, stop - 1, -1):
             layer, want_dx = layers[i], need_dx or i > stop
@@ -414,8 +414,7 @@ class Sequential(Layer):
 
         >>> model.update_state(step.saved)
         """
-        self._plan()
-        for i in self._stateful:
+        for i in self._stateful:  # as planned by the forward pass that saved ``saved``
             self.layers[i].update_state(saved[i])
 
     def regularization_loss(self) -> Any:
