@@ -63,7 +63,7 @@ class Sequential(Layer):
     """
 
     def __init__(self, layers: list[Layer] | None = None, name: str | None = None, trainable: bool = True):
-        self.layers: list[Layer] = []
+        self._layers: list[Layer] = []
         super().__init__(name=name, trainable=trainable)
         self.optimizer: _optimizers.Optimizer | None = None
         self.loss: _losses.Loss | None = None
@@ -80,6 +80,12 @@ class Sequential(Layer):
         self.history = None
         for layer in layers or []:
             self.add(layer)
+
+    @property
+    def layers(self) -> list[Layer]:
+        """The layers, in order: a new list at each access, as Keras's (changing it changes
+        nothing: change the model with ``add`` and ``pop``)."""
+        return list(self._layers)
 
     # -- construction ----------------------------------------------------------------------
     def add(self, layer: Layer) -> None:
@@ -99,23 +105,23 @@ class Sequential(Layer):
         if not isinstance(layer, Layer):
             raise TypeError(f"Sequential.add expects a Layer; received {type(layer).__name__}.")
         if isinstance(layer, _layers.Input):
-            if self.layers or self.input_shape is not None:
+            if self._layers or self.input_shape is not None:
                 raise ValueError("Input must be the first entry of a Sequential model.")
             self._input_layer = layer
             self.build(layer.shape)
             return
-        if layer is self or any(layer is other for other in self.layers):
+        if layer is self or any(layer is other for other in self._layers):
             raise ValueError(f"Layer {layer.name!r} is already in this model.")
-        if not self.layers and not self.built and layer._declared_input_shape is not None:
-            self.layers.append(layer)
+        if not self._layers and not self.built and layer._declared_input_shape is not None:
+            self._layers.append(layer)
             self.build(layer._declared_input_shape)
             return
-        self.layers.append(layer)
+        self._layers.append(layer)
         if self.built:
             try:
-                self._build_layer(layer, self.layers[-2].output_shape if len(self.layers) > 1 else self.input_shape)
+                self._build_layer(layer, self._layers[-2].output_shape if len(self._layers) > 1 else self.input_shape)
             except Exception:
-                self.layers.pop()
+                self._layers.pop()
                 raise
         self._after_change()
 
@@ -130,9 +136,9 @@ class Sequential(Layer):
 
         >>> model.pop()
         """
-        if not self.layers:
+        if not self._layers:
             raise ValueError("There are no layers to pop.")
-        layer = self.layers.pop()
+        layer = self._layers.pop()
         self._after_change()
         return layer
 
@@ -154,14 +160,14 @@ class Sequential(Layer):
         if (name is None) == (index is None):
             raise ValueError("get_layer needs exactly one of name= or index=.")
         if index is not None:
-            i = as_int(index, "index", minimum=-len(self.layers)) if self.layers else None
-            if i is None or i >= len(self.layers):
-                raise ValueError(f"index {index!r} is out of range for a model of {len(self.layers)} layers.")
-            return self.layers[i]
-        for layer in self.layers:
+            i = as_int(index, "index", minimum=-len(self._layers)) if self._layers else None
+            if i is None or i >= len(self._layers):
+                raise ValueError(f"index {index!r} is out of range for a model of {len(self._layers)} layers.")
+            return self._layers[i]
+        for layer in self._layers:
             if layer.name == name:
                 return layer
-        raise ValueError(f"No layer named {name!r}; the layers are: {', '.join(l.name for l in self.layers)}.")
+        raise ValueError(f"No layer named {name!r}; the layers are: {', '.join(l.name for l in self._layers)}.")
 
     def build(self, input_shape: tuple[int, ...]) -> None:
         """Create every layer's weights on the current backend in the current floatx, for samples
@@ -180,12 +186,12 @@ class Sequential(Layer):
         input_shape = tuple(input_shape)
         backend = _backend.get_backend()
         shape = input_shape
-        for layer in self.layers:
+        for layer in self._layers:
             self._build_layer(layer, shape, backend)
             shape = layer.output_shape
         self.input_shape = input_shape
         self.backend = backend
-        self.dtype = self.layers[0].dtype if self.layers else _backend.floatx()
+        self.dtype = self._layers[0].dtype if self._layers else _backend.floatx()
         if self._dropout_rng is None:
             self._dropout_rng = _random.Stream()
         self.built = True
@@ -202,24 +208,24 @@ class Sequential(Layer):
 
     def _after_change(self) -> None:
         """Recompute what depends on the chain: loss fusion."""
-        last = self.layers[-1] if self.layers else None
+        last = self._layers[-1] if self._layers else None
         act = last.output_activation if last is not None else None
         self._fused = bool(self.loss is not None and act is not None and self.loss.fuses_with(act))
         # the layers with non-trainable state to update after a step (the others' update_state does nothing)
-        self._stateful = [i for i, layer in enumerate(self.layers) if type(layer).update_state is not Layer.update_state]
+        self._stateful = [i for i, layer in enumerate(self._layers) if type(layer).update_state is not Layer.update_state]
         # a layer and the max pooling after it that run as one: the activation and the bias on the
         # pooled array (``forward_pooled``); the pooling is never a pair's first layer
         pooled: set[int] = set()
-        for i in range(len(self.layers) - 1):
-            if i - 1 not in pooled and hasattr(self.layers[i], "pools_with") and self.layers[i].pools_with(self.layers[i + 1]):
+        for i in range(len(self._layers) - 1):
+            if i - 1 not in pooled and hasattr(self._layers[i], "pools_with") and self._layers[i].pools_with(self._layers[i + 1]):
                 pooled.add(i)
         self._pooled = pooled
-        self._planned = list(self.layers)
+        self._planned = list(self._layers)
 
     def _plan(self) -> set[int]:
         """The pooled pairs, recomputed (with the stateful layers) when ``layers`` was changed in
         place, or a pair's layer (its activation) no longer allows it, since they were."""
-        layers, pooled = self.layers, self._pooled
+        layers, pooled = self._layers, self._pooled
         if self._planned != layers or any(not layers[i].pools_with(layers[i + 1]) for i in pooled):
             self._after_change()
         return self._pooled
@@ -241,7 +247,7 @@ class Sequential(Layer):
 
     def compute_output_shape(self, input_shape):
         shape = tuple(input_shape)
-        for layer in self.layers:
+        for layer in self._layers:
             shape = layer.compute_output_shape(shape)
         return shape
 
@@ -249,7 +255,7 @@ class Sequential(Layer):
     def output_shape(self) -> tuple[int, ...] | None:
         if not self.built:
             return None
-        return self.layers[-1].output_shape if self.layers else self.input_shape
+        return self._layers[-1].output_shape if self._layers else self.input_shape
 
     @property
     def trainable(self) -> bool:
@@ -258,18 +264,18 @@ class Sequential(Layer):
     @trainable.setter
     def trainable(self, value: bool) -> None:
         self._trainable = bool(value)
-        for layer in getattr(self, "layers", []):
+        for layer in getattr(self, "_layers", []):
             layer.trainable = value
         if hasattr(self, "_fused"):
             self._after_change()
 
     @property
     def weights(self) -> list[Any]:
-        return [w for layer in self.layers for w in layer.weights]
+        return [w for layer in self._layers for w in layer.weights]
 
     @property
     def trainable_weights(self) -> list[Any]:
-        return [w for layer in self.layers for w in layer.trainable_weights] if self.trainable else []
+        return [w for layer in self._layers for w in layer.trainable_weights] if self.trainable else []
 
     @property
     def non_trainable_weights(self) -> list[Any]:
@@ -284,7 +290,7 @@ class Sequential(Layer):
     def integer_input(self) -> bool:
         """Whether the first layer takes integer ids (an ``Embedding``): a model nested as the
         first layer of another passes that on."""
-        return bool(self.layers) and bool(getattr(self.layers[0], "integer_input", False))
+        return bool(self._layers) and bool(getattr(self._layers[0], "integer_input", False))
 
     def prepare_ids(self, x: Any, dtype: str, backend: _backend.Backend, what: str = "x") -> Any:
         """Integer ids for a model whose first layer takes them (an ``Embedding``).
@@ -297,7 +303,7 @@ class Sequential(Layer):
 
         >>> ids = model.prepare_ids([[1, 2]], "int64", model.backend)
         """
-        return self.layers[0].prepare_ids(x, dtype, backend, what)
+        return self._layers[0].prepare_ids(x, dtype, backend, what)
 
     @property
     def _first_backward(self) -> int:
@@ -307,9 +313,9 @@ class Sequential(Layer):
     def _trainable_plan(self) -> tuple[list, int]:
         """The trainable weight records and the index of the first layer holding one, in one pass."""
         weights: list = []
-        first = len(self.layers)
+        first = len(self._layers)
         if self._trainable:
-            for i, layer in enumerate(self.layers):
+            for i, layer in enumerate(self._layers):
                 own = layer.trainable_weights
                 if own:
                     if not weights:
@@ -336,7 +342,7 @@ class Sequential(Layer):
 
         >>> y, saved = model.forward(x, training=True)
         """
-        layers, pooled = self.layers, self._plan()
+        layers, pooled = self._layers, self._plan()
         if not training:
             i = 0
             while i < len(layers):
@@ -391,7 +397,7 @@ class Sequential(Layer):
             stop = 0
         elif stop is None:
             stop = self._first_backward
-        layers, pooled = self.layers, self._pooled  # as the forward pass that saved ``saved`` planned
+        layers, pooled = self._layers, self._pooled  # as the forward pass that saved ``saved`` planned
         last = len(layers) - 1
         for i in range(last, stop - 1, -1):
             layer, want_dx = layers[i], need_dx or i > stop
@@ -415,7 +421,7 @@ class Sequential(Layer):
         >>> model.update_state(step.saved)
         """
         for i in self._stateful:  # as planned by the forward pass that saved ``saved``
-            self.layers[i].update_state(saved[i])
+            self._layers[i].update_state(saved[i])
 
     def regularization_loss(self) -> Any:
         """The sum of every layer's weight penalties (the float 0.0 when there are none).
@@ -426,7 +432,7 @@ class Sequential(Layer):
         >>> float(model.regularization_loss())
         """
         total = 0.0
-        for layer in self.layers:
+        for layer in self._layers:
             penalty = layer.regularization_loss()
             if not (isinstance(penalty, float) and penalty == 0.0):
                 total = total + penalty
@@ -517,8 +523,8 @@ class Sequential(Layer):
 
     def _resolve_metrics(self, specs: list, loss: _losses.Loss) -> list[_metrics.Metric]:
         units = self.output_shape[-1] if self.built and self.output_shape else None
-        if units is None and self.layers and hasattr(self.layers[-1], "units"):
-            units = self.layers[-1].units
+        if units is None and self._layers and hasattr(self._layers[-1], "units"):
+            units = self._layers[-1].units
         resolved = [_metrics.get(m, loss, units) for m in specs]
         return _metrics.unique_names(resolved)
 
@@ -550,7 +556,7 @@ class Sequential(Layer):
 
     def _ensure_built(self, x: Any) -> None:
         if not self.built:
-            if not self.layers:
+            if not self._layers:
                 raise ValueError("This model has no layers; add some before using it.")
             if x.ndim < 2:
                 raise ValueError(f"Expected x of shape (n, features), received shape {tuple(x.shape)}.")
@@ -564,7 +570,7 @@ class Sequential(Layer):
         fails validation must not leave the model built for its bad data)."""
         if self.built:
             return tuple(self.input_shape), tuple(self.output_shape), self.dtype
-        if not self.layers:
+        if not self._layers:
             raise ValueError("This model has no layers; add some before using it.")
         if x.ndim < 2:
             raise ValueError(f"Expected x of shape (n, features), received shape {tuple(x.shape)}.")
@@ -592,7 +598,7 @@ class Sequential(Layer):
         """x in the dtype the first layer computes on: the float ``dtype``, or, for a first layer
         that takes integer ids (``Embedding``), the ``Input``'s integer dtype (default int64), the
         ids checked by that layer."""
-        first = self.layers[0] if self.layers else None
+        first = self._layers[0] if self._layers else None
         if not getattr(first, "integer_input", False):
             return _data.cast(x, dtype, backend)
         declared = getattr(getattr(self, "_input_layer", None), "input_dtype", None)
@@ -926,7 +932,7 @@ class Sequential(Layer):
 
         >>> weights = model.get_weights()
         """
-        return [w for layer in self.layers for w in layer.get_weights()]
+        return [w for layer in self._layers for w in layer.get_weights()]
 
     def set_weights(self, weights: list[Any]) -> None:
         """Replace every weight; counts, shapes and values are checked before anything changes.
@@ -946,15 +952,15 @@ class Sequential(Layer):
             raise TypeError(f"set_weights expects a list of {len(self.weights)} weight arrays; "
                             f"received {type(weights).__name__}.")
         weights = list(weights)
-        expected = sum(len(layer.weights) for layer in self.layers)
+        expected = sum(len(layer.weights) for layer in self._layers)
         if len(weights) != expected:
             raise ValueError(f"Expected a list of {expected} weight arrays, received {len(weights)}.")
         checked, i = [], 0
-        for layer in self.layers:
+        for layer in self._layers:
             k = len(layer.weights)
             checked.append(layer.check_weights(weights[i:i + k]))
             i += k
-        for layer, hosts in zip(self.layers, checked):
+        for layer, hosts in zip(self._layers, checked):
             layer.set_weights(hosts)
 
     def check_weights(self, weights: list[Any]) -> list[Any]:
@@ -976,7 +982,7 @@ class Sequential(Layer):
         out, i = [], 0
         if len(weights) != len(self.weights):
             raise ValueError(f"Expected a list of {len(self.weights)} weight arrays, received {len(weights)}.")
-        for layer in self.layers:
+        for layer in self._layers:
             k = len(layer.weights)
             out += layer.check_weights(weights[i:i + k])
             i += k
@@ -990,7 +996,7 @@ class Sequential(Layer):
 
         >>> nnx.Sequential([nnx.Input(4), nnx.Dense(3)]).count_params()   # 15
         """
-        return sum(layer.count_params() for layer in self.layers)
+        return sum(layer.count_params() for layer in self._layers)
 
     def to_backend(self, name: str | _backend.Backend | None = None, device: Any = None) -> "Sequential":
         """Move the weights and optimizer state onto another backend (through the host).
@@ -1016,7 +1022,7 @@ class Sequential(Layer):
             target = _backend.get_backend() if name is None else _backend._create(name, device)
         if self.optimizer is not None:
             self.optimizer.to_backend(target, _backend.to_numpy)
-        for layer in self.layers:
+        for layer in self._layers:
             if layer.built:
                 layer.to_backend(target)
         if self.built:
@@ -1037,7 +1043,7 @@ class Sequential(Layer):
             "name": self.name,
             "trainable": self.trainable,
             "input_shape": None if self.input_shape is None else list(self.input_shape),
-            "layers": [_layers.serialize(layer) for layer in self.layers],
+            "layers": [_layers.serialize(layer) for layer in self._layers],
         }
         dtype = getattr(getattr(self, "_input_layer", None), "input_dtype", None)
         if dtype is not None:
@@ -1171,7 +1177,7 @@ class Sequential(Layer):
         return _from_file_bytes(_to_file_bytes(self))
 
     def __repr__(self) -> str:
-        return f"<Sequential name={self.name!r} layers={len(self.layers)} built={self.built}>"
+        return f"<Sequential name={self.name!r} layers={len(self._layers)} built={self.built}>"
 
 
 def _to_file_bytes(model: Sequential) -> bytes:
