@@ -302,7 +302,7 @@ def _resolve_mode(mode: Any, monitor: str) -> str:
     if mode not in ("auto", "min", "max"):
         raise ValueError(f"mode must be 'auto', 'min' or 'max'; received {mode!r}.")
     if mode == "auto":
-        name = monitor.removeprefix("val_")
+        name = monitor.removeprefix("val_").lower()  # "val_AUC": a metric named as written in compile
         return "max" if any(token in name for token in _MAXIMIZED) else "min"
     return mode
 

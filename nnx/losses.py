@@ -45,6 +45,12 @@ def _mean_rest(xp: Any, v: Any) -> Any:
     return xp.mean(v, axis=tuple(range(1, v.ndim))) if v.ndim > 1 else v
 
 
+def _per_position(xp: Any, v: Any) -> Any:
+    """Per-sample losses from per-class terms ``v`` (n, ..., classes): the sum over the class axis,
+    then the mean over the axes between (a sequence's steps), as Keras reduces them."""
+    return _mean_rest(xp, xp.sum(v, axis=-1))
+
+
 def _sum_rest(xp: Any, v: Any) -> Any:
     """Per-sample sum over every axis but the first."""
     return xp.sum(v, axis=tuple(range(1, v.ndim))) if v.ndim > 1 else v
@@ -450,7 +456,7 @@ class CategoricalCrossentropy(_CrossEntropy):
             logq = _log_softmax(xp, p)
         else:
             logq = xp.log(_clip_probabilities(xp, p / xp.sum(p, axis=-1, keepdims=True), _eps(xp, p)))
-        return -_sum_rest(xp, t * logq)
+        return -_per_position(xp, t * logq)
 
     def forward(self, xp, y, p, sample_weight=None):
         if sample_weight is not None:
@@ -460,11 +466,11 @@ class CategoricalCrossentropy(_CrossEntropy):
             logq = _log_softmax(xp, p)
         else:
             logq = xp.log(_clip_probabilities(xp, p / xp.sum(p, axis=-1, keepdims=True), _eps(xp, p)))
-        return -xp.sum(t * logq) * (1.0 / p.shape[0])
+        return -xp.sum(t * logq) * (1.0 / _count(p.shape[:-1]))  # the mean over samples and positions
 
     def backward(self, xp, y, p, sample_weight=None):
         t = self._targets(xp, y, p)
-        n = p.shape[0]
+        n = _count(p.shape[:-1])  # samples times positions: the loss is their mean
         if self.from_logits:  # d/dz of -sum(t log softmax z) = softmax(z) sum(t) - t
             g = (_softmax(xp, p) * xp.sum(t, axis=-1, keepdims=True) - t) * (1.0 / n)
             return _rows(xp, g, sample_weight)
@@ -478,12 +484,12 @@ class CategoricalCrossentropy(_CrossEntropy):
     def logits_value_and_gradient(self, ops, y, p, sample_weight=None):
         xp = ops.xp
         t = self._targets(xp, y, p)
-        n = p.shape[0]
+        n = _count(p.shape[:-1])  # samples times positions: the loss is their mean
         v = t * xp.log(_clip_probabilities(xp, p, _eps(xp, p)))
         if sample_weight is None:
             loss = -xp.sum(v) * (1.0 / n)
         else:
-            loss = _reduce(xp, -_sum_rest(xp, v), sample_weight)
+            loss = _reduce(xp, -_per_position(xp, v), sample_weight)
         return loss, _rows(xp, (p * xp.sum(t, axis=-1, keepdims=True) - t) * (1.0 / n), sample_weight)
 
 

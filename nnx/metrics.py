@@ -163,7 +163,7 @@ class MeanAbsoluteError(Metric):
 
     >>> model.compile("adam", "mse", metrics=["mae"])
     """
-    name = "mae"
+    name = "mean_absolute_error"  # as Keras's class; the string "mae" keeps its own name
 
     def batch_total(self, xp, y, p):
         return xp.sum(_per_sample_mean(xp, xp.abs(p - y)))
@@ -174,7 +174,7 @@ class MeanSquaredError(Metric):
 
     >>> model.compile("adam", "mae", metrics=["mse"])
     """
-    name = "mse"
+    name = "mean_squared_error"  # as Keras's class; the string "mse" keeps its own name
 
     def batch_total(self, xp, y, p):
         r = p - y
@@ -209,8 +209,8 @@ class CategoricalAccuracy(Metric):
     """
     name = "categorical_accuracy"
 
-    def batch_total(self, xp, y, p):
-        return xp.sum(xp.astype(xp.argmax(p, axis=-1) == xp.argmax(y, axis=-1), p.dtype))
+    def batch_total(self, xp, y, p):  # outputs (n, steps, classes): each sample's share of its steps
+        return xp.sum(_per_sample_mean(xp, xp.astype(xp.argmax(p, axis=-1) == xp.argmax(y, axis=-1), p.dtype)))
 
 
 class SparseCategoricalAccuracy(Metric):
@@ -499,7 +499,8 @@ registry.add(SparseTopKCategoricalAccuracy, "sparse_top_k_categorical_accuracy")
 
 
 def get(identifier: str | dict | Metric, loss: _losses.Loss, output_units: int | None) -> Metric:
-    """A metric from its name, its config dict or an instance (copied), named as given.
+    """A metric from its name, its config dict or an instance (copied); a name given as a string
+    is the metric's name (its History key), exactly as written, as Keras.
 
     Args:
         identifier: a name (``"accuracy"`` / ``"acc"``, ``"mae"``, ``"mse"``,
@@ -534,7 +535,7 @@ def get(identifier: str | dict | Metric, loss: _losses.Loss, output_units: int |
             raise ValueError(f"Unknown metric {identifier!r}; expected one of: accuracy, "
                              f"{', '.join(registry.names())} (or a Metric instance).") from None
     if isinstance(identifier, str):
-        metric.name = identifier.lower()
+        metric.name = identifier  # as Keras: the string as given ("acc", "mae", "AUC") names the metric
     elif isinstance(identifier, dict) and isinstance(identifier.get("name"), str):
         metric.name = identifier["name"]
     return metric

@@ -32,12 +32,16 @@ from typing import Any
 import numpy as np  # host side: scikit-learn speaks numpy
 
 from . import losses as _losses
+from .callbacks import Callback, EarlyStopping
 from . import optimizers as _optimizers
 from .backend import floatx, set_floatx, to_numpy
 from .layers import Dense, Input
 from .models import Sequential
 from .random import seed as _seed
 from .saving import load_model, save_model
+
+#: epochs the built-in MLP (``model=None``) trains for when ``fit_kwargs`` gives none
+DEFAULT_EPOCHS = 200
 
 try:
     from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, clone
@@ -225,7 +229,9 @@ class SKLBase(BaseEstimator):
             metrics; the original is never trained). ``None`` (the default) builds a small MLP:
             one hidden layer of 100 ReLU units and Adam; ``model_kwargs`` may then set
             ``hidden_layer_sizes`` (default ``(100,)``), ``activation`` (default ``"relu"``)
-            and ``learning_rate`` (default ``0.001``).
+            and ``learning_rate`` (default ``0.001``). Unless ``fit_kwargs`` gives ``epochs``, it
+            trains as scikit-learn's MLPs: up to 200 epochs, stopping once the training loss has
+            improved by less than 1e-4 for 10 epochs.
         warm_start: bool, defaults to ``False``. ``True``: a second ``fit`` keeps training the
             already fitted ``model_`` from its current weights and optimizer state instead of
             starting from a fresh model.
@@ -331,6 +337,13 @@ class SKLBase(BaseEstimator):
             model = self._build_model(X, y)
             self._check_model_output(model, X)
         options = {"verbose": 0, **(self.fit_kwargs or {}), **kwargs}
+        if self.model is None and "epochs" not in options:
+            # the built-in MLP trains as scikit-learn's MLPs do by default (max_iter=200, tol=1e-4,
+            # n_iter_no_change=10): up to 200 epochs, until the training loss stops improving
+            callbacks = options.get("callbacks")
+            callbacks = [] if callbacks is None else [callbacks] if isinstance(callbacks, Callback) else list(callbacks)
+            options["epochs"] = DEFAULT_EPOCHS
+            options["callbacks"] = [*callbacks, EarlyStopping(monitor="loss", min_delta=1e-4, patience=10)]
         validation_data = options.get("validation_data")
         if isinstance(validation_data, (tuple, list)) and len(validation_data) == 2:
             options["validation_data"] = self._validation_data(model, *validation_data)
@@ -410,7 +423,9 @@ class SKLearnClassifier(ClassifierMixin, SKLBase):
             metrics; the original is never trained). ``None`` (the default) builds an MLP with one
             hidden layer of 100 ReLU units, a softmax output and Adam; ``model_kwargs`` may then
             set ``hidden_layer_sizes`` (default ``(100,)``), ``activation`` (default ``"relu"``)
-            and ``learning_rate`` (default ``0.001``).
+            and ``learning_rate`` (default ``0.001``). Unless ``fit_kwargs`` gives ``epochs``, it
+            trains as scikit-learn's MLPs: up to 200 epochs, stopping once the training loss has
+            improved by less than 1e-4 for 10 epochs.
         warm_start: bool, defaults to ``False``. ``True``: a second ``fit`` keeps training the
             fitted ``model_`` (its weights and optimizer state); its labels must be among
             ``classes_``.
@@ -634,7 +649,9 @@ class SKLearnRegressor(RegressorMixin, SKLBase):
             metrics; the original is never trained). ``None`` (the default) builds an MLP with one
             hidden layer of 100 ReLU units, a linear output, mean squared error and Adam;
             ``model_kwargs`` may then set ``hidden_layer_sizes`` (default ``(100,)``),
-            ``activation`` (default ``"relu"``) and ``learning_rate`` (default ``0.001``).
+            ``activation`` (default ``"relu"``) and ``learning_rate`` (default ``0.001``). Unless
+            ``fit_kwargs`` gives ``epochs``, it trains as scikit-learn's MLPs: up to 200 epochs,
+            stopping once the training loss has improved by less than 1e-4 for 10 epochs.
         warm_start: bool, defaults to ``False``. ``True``: a second ``fit`` keeps training the
             fitted ``model_`` (its weights and optimizer state).
         model_kwargs: dict, defaults to ``None``. Keyword arguments for ``model``.

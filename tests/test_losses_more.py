@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import nnx
-from helpers import numeric_grad
+from helpers import check_weight_gradients, numeric_grad
 
 L = nnx.losses
 EPS = 1e-7
@@ -269,3 +269,28 @@ def test_label_smoothing_changes_the_fused_gradient(backend64):
     # x is the identity, so the kernel step is -dz: the difference is -(t_plain - t_smooth) / n
     t_smooth = y * 0.7 + 0.1
     np.testing.assert_allclose(steps[0.3] - steps[0.0], (t_smooth - y) / 2, atol=1e-12)
+
+
+def test_categorical_crossentropy_over_sequences_is_the_mean_over_steps(backend64):
+    """Outputs (n, steps, classes), as Keras: the cross-entropy of each step, averaged over steps
+    and samples (not summed over steps); categorical accuracy is each sample's share of steps."""
+    rng = np.random.default_rng(21)
+    n, steps, k = 4, 5, 3
+    x = rng.normal(size=(n, steps, 2))
+    y = np.eye(k)[rng.integers(0, k, size=(n, steps))]
+    w = rng.random(n) + 0.5
+    for from_logits in (False, True):
+        model = nnx.Sequential([nnx.Input((steps, 2)),
+                                nnx.Dense(k, activation="linear" if from_logits else "softmax")])
+        model.compile("sgd", nnx.losses.CategoricalCrossentropy(from_logits=from_logits), metrics=["accuracy"])
+        z = x @ model.layers[0].kernel.numpy() + model.layers[0].bias.numpy()
+        q = np.exp(z - z.max(-1, keepdims=True))
+        q /= q.sum(-1, keepdims=True)
+        per_step = -(y * np.log(q)).sum(-1)  # (n, steps)
+        hits = (q.argmax(-1) == y.argmax(-1)).mean(-1)  # each sample's share of steps
+        loss, accuracy = model.evaluate(x, y, verbose=0)
+        np.testing.assert_allclose(loss, per_step.mean(), rtol=1e-10)
+        np.testing.assert_allclose(accuracy, hits.mean(), rtol=1e-12)
+        weighted = model.evaluate(x, y, sample_weight=w, verbose=0)[0]
+        np.testing.assert_allclose(weighted, (per_step.mean(-1) * w).mean(), rtol=1e-10)
+        check_weight_gradients(model, x, y)  # the fused softmax gradient is scaled by 1/(n steps) too

@@ -69,6 +69,8 @@ class Named:
     SKLearnRegressor(model=Named(build_regressor), fit_kwargs=CHECK_FIT),
     SKLearnClassifier(model_kwargs=DEFAULT_SMALL, fit_kwargs=CHECK_FIT),
     SKLearnRegressor(model_kwargs=DEFAULT_SMALL, fit_kwargs=CHECK_FIT),
+    SKLearnClassifier(),  # every default: the built-in MLP trains as scikit-learn's (up to 200 epochs)
+    SKLearnRegressor(),
 ])
 def test_sklearn_estimator_checks(estimator, check, numpy_backend):
     check(estimator)
@@ -383,3 +385,17 @@ def test_import_nnx_without_scikit_learn():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "ImportError: nnx.wrappers needs scikit-learn >= 1.6" in out.stdout
+
+
+def test_the_built_in_mlp_trains_until_the_loss_stops_improving(numpy_backend):
+    """With no ``epochs`` in ``fit_kwargs``, as scikit-learn's MLPs (max_iter=200, tol=1e-4,
+    n_iter_no_change=10); given ``epochs`` (or a model of one's own), exactly that many."""
+    X, y = blobs(n=120)
+    clf = SKLearnClassifier(random_state=0).fit(X, y)
+    losses = clf.history_["loss"]
+    assert 10 < len(losses) <= 200
+    if len(losses) < 200:  # stopped: no improvement of 1e-4 over the best in the last 10 epochs
+        assert min(losses[-10:]) > min(losses[:-10]) - 1e-4
+    assert clf.score(X, y) > 0.95
+    assert len(SKLearnClassifier(fit_kwargs={"epochs": 3}).fit(X, y).history_["loss"]) == 3
+    assert len(SKLearnClassifier(model=build_classifier).fit(X, y).history_["loss"]) == 1  # Keras's fit default
