@@ -23,7 +23,8 @@ from .backend import (
 from .layers import Activation, Dense, Dropout, Flatten, Input, Layer, Weight
 from .layers import BatchNormalization, Embedding, LayerNormalization, LeakyReLU, ReLU, Reshape, Softmax
 from .layers import (AveragePooling1D, AveragePooling2D, Conv1D, Conv2D, GlobalAveragePooling1D,
-                     GlobalAveragePooling2D, GlobalMaxPooling2D, MaxPooling1D, MaxPooling2D, ZeroPadding2D)
+                     GlobalAveragePooling2D, GlobalMaxPooling1D, GlobalMaxPooling2D, MaxPooling1D, MaxPooling2D,
+                     ZeroPadding2D)
 from .models import Sequential
 from .random import seed
 from .saving import load_model
@@ -35,8 +36,8 @@ __all__ = [
     "Backend", "asarray", "available_backends", "floatx", "get_backend", "set_backend", "set_floatx",
     "to_numpy", "use_backend", "use_floatx", "seed", "Sequential", "Input", "Dense", "Activation", "Dropout", "Flatten",
     "Layer", "Weight", "ReLU", "LeakyReLU", "Softmax", "Reshape", "BatchNormalization", "LayerNormalization", "Embedding", "Conv1D", "Conv2D", "ZeroPadding2D", "MaxPooling1D", "MaxPooling2D",
-    "AveragePooling1D", "AveragePooling2D", "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalMaxPooling2D",
-    "load_model", "models", "ops", "plot_history", "activations", "callbacks", "distributed", "initializers", "layers", "losses",
+    "AveragePooling1D", "AveragePooling2D", "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalMaxPooling1D",
+    "GlobalMaxPooling2D", "load_model", "models", "ops", "plot_history", "activations", "callbacks", "distributed", "initializers", "layers", "losses",
     "metrics", "optimizers", "regularizers", "wrappers", "__version__",
 ]
 

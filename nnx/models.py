@@ -736,7 +736,8 @@ class Sequential(Layer):
                 self._set_random_state(before[0])
             raise
 
-    def train_on_batch(self, x: Any, y: Any, sample_weight: Any = None, class_weight: dict | None = None) -> float:
+    def train_on_batch(self, x: Any, y: Any, sample_weight: Any = None, class_weight: dict | None = None,
+                       return_dict: bool = False) -> float | list[float] | dict[str, float]:
         """One optimizer step on one batch.
 
         Args:
@@ -745,9 +746,12 @@ class Sequential(Layer):
             sample_weight: one non-negative weight per sample, as for ``fit``. Defaults to None.
             class_weight: ``{label: weight}``, as for ``fit``; not with ``sample_weight``.
                 Defaults to None.
+            return_dict: return ``{name: value}`` instead of a list. Defaults to False.
 
         Returns:
-            The batch's loss before the step (weighted), a float.
+            As Keras: the batch's loss before the step (weighted, penalties included) as a float
+            when no metrics were compiled, else ``[loss, *metrics]`` in ``metrics_names`` order
+            (the metrics of the predictions the step's gradients came from), or a dict.
 
         Raises:
             RuntimeError: the model is not compiled, or lives on another backend.
@@ -767,8 +771,14 @@ class Sequential(Layer):
         if _data.is_host(x):
             x, y = backend.from_host(x), backend.from_host(y)
             w = None if w is None else backend.from_host(w)
-        loss, _ = _training.Loop(self, backend, None, 0, {}).train_step(x, y, w)
-        return float(loss)
+        loop = _training.Loop(self, backend, None, 0, {})
+        loss, p = loop.train_step(x, y, w)
+        if not (self.metrics or return_dict):
+            return float(loss)
+        sums = loop.new_sums(True)
+        sums.add(loss, y, p, int(x.shape[0]))
+        logs = sums.means()
+        return logs if return_dict else [logs[k] for k in self.metrics_names]
 
     # -- inference -------------------------------------------------------------------------
     def evaluate(self, x: Any, y: Any, batch_size: int | None = None, verbose: int | str = 0,

@@ -193,7 +193,7 @@ def test_pool1d_gradients_and_values(backend64, kind, kwargs):
 
 
 @pytest.mark.parametrize("name", ["GlobalAveragePooling2D", "GlobalMaxPooling2D", "GlobalAveragePooling1D",
-                                  "ZeroPadding2D"])
+                                  "GlobalMaxPooling1D", "ZeroPadding2D"])
 def test_global_pooling_and_padding_gradients_and_values(backend64, name):
     cls = getattr(nnx, name)
     shape = (5, 2) if name.endswith("1D") else (4, 5, 2)
@@ -203,7 +203,7 @@ def test_global_pooling_and_padding_gradients_and_values(backend64, name):
     got = nnx.to_numpy(nnx.Sequential([nnx.Input(shape), make()]).predict(x))
     axes = tuple(range(1, len(shape)))
     expected = {"GlobalAveragePooling2D": lambda: x.mean(axis=axes), "GlobalAveragePooling1D": lambda: x.mean(axis=axes),
-                "GlobalMaxPooling2D": lambda: x.max(axis=axes),
+                "GlobalMaxPooling2D": lambda: x.max(axis=axes), "GlobalMaxPooling1D": lambda: x.max(axis=axes),
                 "ZeroPadding2D": lambda: np.pad(x, [(0, 0), (1, 0), (2, 1), (0, 0)])}[name]()
     np.testing.assert_allclose(got, expected, rtol=1e-12)
 
@@ -566,6 +566,8 @@ POOLED = {
     "relu-layer-max2-s1-same": ((6, 7, 2), lambda: [nnx.layers.ReLU(), nnx.MaxPooling2D(2, strides=1, padding="same")]),
     "activation-relu-globalmax": ((5, 6, 2), lambda: [nnx.Activation("relu"), nnx.GlobalMaxPooling2D()]),
     "activation-relu-max1d": ((9, 2), lambda: [nnx.Activation("relu"), nnx.MaxPooling1D(3, strides=2)]),
+    "conv1d-relu-globalmax1d": ((7, 3), lambda: [nnx.Conv1D(4, 3, activation="relu", bias_initializer="random_normal"),
+                                                 nnx.GlobalMaxPooling1D()]),
     "conv1d-relu-max3-s2-same": ((9, 2), lambda: [nnx.Conv1D(3, 2, activation="relu", bias_initializer="random_normal"),
                                                   nnx.MaxPooling1D(3, strides=2, padding="same")]),
 }

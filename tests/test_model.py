@@ -234,6 +234,22 @@ def test_train_on_batch(backend):
     assert model.get_weights()[0][0, 0] == pytest.approx(1.0 + 0.25 * 2 * 2)
 
 
+def test_train_on_batch_returns_the_metrics_too(backend):
+    """As Keras: with compiled metrics, ``[loss, *metrics]`` of the predictions the step's
+    gradients came from (before the update), or a dict."""
+    model = nnx.Sequential([nnx.Input(1), nnx.Dense(1, use_bias=False)])
+    model.set_weights([np.array([[1.0]])])
+    model.compile(nnx.optimizers.SGD(0.25), "mse", metrics=["mae", "mse"])
+    x, y = np.array([[1.0], [2.0]]), np.array([3.0, 1.0])
+    loss, mae, mse = model.train_on_batch(x, y)  # predictions 1 and 2: errors -2 and 1
+    assert (loss, mae, mse) == (pytest.approx(2.5), pytest.approx(1.5), pytest.approx(2.5))
+    w = model.get_weights()[0][0, 0]
+    assert w == pytest.approx(1.0 - 0.25 * (2 * (1 - 3) * 1 + 2 * (2 - 1) * 2) / 2)
+    logs = model.train_on_batch(x, y, return_dict=True)
+    assert list(logs) == ["loss", "mae", "mse"]
+    assert logs["mae"] == pytest.approx((abs(w - 3) + abs(2 * w - 1)) / 2)
+
+
 @nnx.layers.register
 class Scale(nnx.layers.Layer):
     """The README's example of a user layer."""

@@ -9,11 +9,11 @@ from .core import Activation, Dense, Dropout, Flatten, Input, LeakyReLU, ReLU, R
 from .embedding import Embedding
 from .normalization import BatchNormalization, LayerNormalization
 from .pooling import (AveragePooling1D, AveragePooling2D, GlobalAveragePooling1D, GlobalAveragePooling2D,
-                      GlobalMaxPooling2D, MaxPooling1D, MaxPooling2D)
+                      GlobalMaxPooling1D, GlobalMaxPooling2D, MaxPooling1D, MaxPooling2D)
 
 #: the convolution and pooling layers (``nnx.saving`` knows their weight shapes)
 CONV_LAYERS = (Conv1D, Conv2D, ZeroPadding2D, MaxPooling1D, MaxPooling2D, AveragePooling1D, AveragePooling2D,
-               GlobalAveragePooling1D, GlobalAveragePooling2D, GlobalMaxPooling2D)
+               GlobalAveragePooling1D, GlobalAveragePooling2D, GlobalMaxPooling1D, GlobalMaxPooling2D)
 
 registry = Registry("layer class", Layer)
 for _cls in (Input, Dense, Activation, Dropout, Flatten, ReLU, LeakyReLU, Softmax, Reshape,
@@ -64,4 +64,4 @@ def deserialize(config: dict) -> Layer:
 __all__ = ["Layer", "Weight", "Input", "Dense", "Activation", "Dropout", "Flatten", "ReLU", "LeakyReLU", "Softmax",
            "Reshape", "BatchNormalization", "LayerNormalization", "Embedding", "Conv1D", "Conv2D", "ZeroPadding2D",
            "MaxPooling1D", "MaxPooling2D", "AveragePooling1D", "AveragePooling2D", "GlobalAveragePooling1D",
-           "GlobalAveragePooling2D", "GlobalMaxPooling2D", "register", "serialize", "deserialize"]
+           "GlobalAveragePooling2D", "GlobalMaxPooling1D", "GlobalMaxPooling2D", "register", "serialize", "deserialize"]

@@ -169,7 +169,8 @@ class _Conv(Layer):
         """
         from . import pooling  # (pooling imports this module)
 
-        max_pools = (pooling.MaxPooling1D,) if self.rank == 1 else (pooling.MaxPooling2D, pooling.GlobalMaxPooling2D)
+        max_pools = ((pooling.MaxPooling1D, pooling.GlobalMaxPooling1D) if self.rank == 1 else
+                     (pooling.MaxPooling2D, pooling.GlobalMaxPooling2D))
         return type(pool) in max_pools and type(self.activation) in (_activations.ReLU, _activations.Linear)
 
     def forward_pooled(self, x: Any, pool: Layer, training: bool = False) -> tuple[Any, Any]:

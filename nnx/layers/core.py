@@ -203,7 +203,8 @@ class Activation(Layer):
 
         >>> nnx.Activation("relu").pools_with(nnx.MaxPooling2D())   # True
         """
-        return (type(pool) in (pooling.MaxPooling1D, pooling.MaxPooling2D, pooling.GlobalMaxPooling2D)
+        return (type(pool) in (pooling.MaxPooling1D, pooling.MaxPooling2D, pooling.GlobalMaxPooling1D,
+                               pooling.GlobalMaxPooling2D)
                 and type(self.activation) in (_activations.ReLU, _activations.Linear))
 
     def forward_pooled(self, x: Any, pool: Layer, training: bool = False) -> tuple[Any, Any]:

@@ -240,3 +240,18 @@ class GlobalAveragePooling1D(_GlobalPooling):
 
     def __init__(self, data_format: str | None = None, keepdims: bool = False, **kwargs: Any):
         super().__init__(data_format, keepdims, **kwargs)
+
+
+class GlobalMaxPooling1D(_GlobalPooling):
+    """The maximum over the steps: (batch, steps, c) -> (batch, c).
+
+    Args:
+        data_format, keepdims: as ``GlobalAveragePooling1D``.
+
+    >>> nnx.Sequential([nnx.Input((100, 8)), nnx.Conv1D(16, 3, activation="relu"), nnx.GlobalMaxPooling1D()])
+    """
+
+    rank, mode = 1, "max"
+
+    def __init__(self, data_format: str | None = None, keepdims: bool = False, **kwargs: Any):
+        super().__init__(data_format, keepdims, **kwargs)
