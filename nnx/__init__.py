@@ -28,6 +28,8 @@ from .layers import (AveragePooling1D, AveragePooling2D, Conv1D, Conv2D, GlobalA
 from .models import Sequential
 from .random import seed
 from .saving import load_model
+
+models.load_model = load_model  # one function, as Keras's keras.models.load_model
 from .plotting import plot_history
 
 __version__ = "0.1.0"

@@ -1194,10 +1194,13 @@ def _to_file_bytes(model: Sequential) -> bytes:
     import os
     import tempfile
 
-    if not model.built:
+    if not model.built:  # no weights yet: the architecture and the compile settings
         import json
 
-        return b"CONFIG" + json.dumps(model.get_config()).encode("utf-8")
+        from .saving import compile_config
+
+        recipe = {"config": model.get_config(), "compile": compile_config(model) if model.compiled else None}
+        return b"CONFIG" + json.dumps(recipe).encode("utf-8")
     folder = tempfile.mkdtemp(prefix="nnx-copy-")
     path = os.path.join(folder, "model.nnx")
     try:
@@ -1219,7 +1222,13 @@ def _from_file_bytes(blob: bytes) -> Sequential:
     if blob.startswith(b"CONFIG"):
         import json
 
-        return Sequential.from_config(json.loads(blob[6:].decode("utf-8")))
+        from .saving import compile_from_config
+
+        recipe = json.loads(blob[6:].decode("utf-8"))
+        model = Sequential.from_config(recipe["config"])
+        if recipe["compile"] is not None:
+            compile_from_config(model, recipe["compile"])
+        return model
     from .saving import load_model
 
     folder = tempfile.mkdtemp(prefix="nnx-copy-")
@@ -1259,25 +1268,6 @@ def model_from_json(text: str) -> Sequential:
             raise ValueError(f"Expected a Sequential model JSON; received class {config.get('class_name')!r}.")
         config = config.get("config")
     return Sequential.from_config(config)
-
-
-def load_model(filepath: str) -> Sequential:
-    """Load a model saved with ``model.save`` (the same as ``nnx.load_model``).
-
-    Args:
-        filepath: the file to read.
-
-    Returns:
-        The ``Sequential``, compiled and with its optimizer state, on the current backend.
-
-    Raises:
-        ValueError: as ``nnx.load_model``.
-
-    >>> model = nnx.models.load_model("model.nnx")
-    """
-    from .saving import load_model as _load
-
-    return _load(filepath)
 
 
 _layers.registry.add(Sequential, "Sequential")

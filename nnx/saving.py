@@ -675,6 +675,37 @@ def _arrays(arrays: dict[str, np.ndarray], prefix: str, count: int) -> list[np.n
 
 
 # -- whole models ------------------------------------------------------------------------------
+def compile_config(model: Any) -> dict:
+    """A compiled model's optimizer, loss and metrics as JSON-ready configs (the optimizer's
+    state apart).
+
+    Args:
+        model: a compiled ``Sequential``.
+
+    Returns:
+        ``{"optimizer", "loss", "metrics"}``.
+
+    >>> compile_from_config(other_model, compile_config(model))
+    """
+    return {
+        "optimizer": _optimizers.serialize(model.optimizer),
+        "loss": model.loss.get_config(),
+        "metrics": [m if isinstance(m, str) else {**m.get_config(), "name": m.name} for m in model._metric_specs],
+    }
+
+
+def compile_from_config(model: Any, cfg: dict) -> None:
+    """Compile ``model`` as ``compile_config`` described it (a fresh optimizer of that config).
+
+    Args:
+        model: the ``Sequential`` to compile.
+        cfg: what ``compile_config`` returned.
+
+    >>> compile_from_config(model, {"optimizer": "adam", "loss": "mse", "metrics": []})
+    """
+    model.compile(optimizer=_optimizers.get(cfg["optimizer"]), loss=_losses.get(cfg["loss"]), metrics=cfg["metrics"])
+
+
 def save_model(model: Any, filepath: str) -> None:
     """Write ``model`` to an ``.nnx`` file, atomically (``model.save`` calls this).
 
@@ -709,9 +740,7 @@ def save_model(model: Any, filepath: str) -> None:
     if model.compiled:
         state = model.optimizer.get_state(_backend.to_numpy, model.trainable_weights)
         meta["compile"] = {
-            "optimizer": _optimizers.serialize(model.optimizer),
-            "loss": model.loss.get_config(),
-            "metrics": [m if isinstance(m, str) else {**m.get_config(), "name": m.name} for m in model._metric_specs],
+            **compile_config(model),
             "iterations": state["iterations"],
             "slots": [len(s) for s in state["slots"]],
         }
@@ -722,13 +751,16 @@ def save_model(model: Any, filepath: str) -> None:
     _write_atomic(filepath, arrays)
 
 
-def load_model(filepath: str) -> Any:
+def load_model(filepath: str, compile: bool = True) -> Any:
     """Load a model saved with ``model.save`` onto the current backend, compiled and with its
     optimizer state, shuffle generator and dropout stream, ready to resume training exactly. The
     model keeps the float type it was saved in; the caller's ``floatx`` is left as it was.
+    ``nnx.models.load_model`` is the same function.
 
     Args:
         filepath: the file to read (str or ``os.PathLike``).
+        compile: False loads the architecture and the weights only, not compiled (as Keras's
+            ``compile=False``). Defaults to True.
 
     Returns:
         The ``Sequential``.
@@ -761,10 +793,9 @@ def load_model(filepath: str) -> Any:
         except Exception as e:
             raise ValueError(f"{filepath!r}: the file's arrays do not match the architecture: {e}") from e
         compile_cfg = meta.get("compile")
-        if compile_cfg:
+        if compile_cfg and compile:
             try:
-                model.compile(optimizer=_optimizers.get(compile_cfg["optimizer"]),
-                              loss=_losses.get(compile_cfg["loss"]), metrics=compile_cfg["metrics"])
+                compile_from_config(model, compile_cfg)
                 slots = [[arrays[f"slot_{i}_{j}.npy"] for j in range(n)] for i, n in enumerate(compile_cfg["slots"])]
                 model.optimizer.set_state({"iterations": compile_cfg["iterations"], "slots": slots}, model.backend,
                                           model.trainable_weights)

@@ -120,6 +120,19 @@ def test_deepcopy_and_pickle_carry_weights_and_optimizer_state(backend, tmp_path
     assert nnx.models.load_model(path).count_params() == model.count_params()
 
 
+def test_deepcopy_and_pickle_of_a_compiled_model_not_built_yet_keep_its_compile_settings(backend):
+    """A model with no Input is built by its first fit; copied before that, it stays compiled."""
+    model = nnx.Sequential([nnx.Dense(4, activation="relu"), nnx.Dense(3, activation="softmax")])
+    model.compile(nnx.optimizers.Adam(learning_rate=0.02), "sparse_categorical_crossentropy", metrics=["acc", "AUC"])
+    assert not model.built
+    for twin in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        assert not twin.built and twin.compiled
+        assert type(twin.optimizer) is nnx.optimizers.Adam and twin.optimizer.learning_rate == 0.02
+        assert type(twin.loss) is type(model.loss) and twin.metrics_names == ["loss", "acc", "AUC"]
+        x = np.random.default_rng(0).normal(size=(8, 5))
+        assert list(twin.fit(x, np.arange(8) % 3, verbose=0).history) == ["loss", "acc", "AUC"]
+
+
 def test_a_sequential_inside_a_sequential_trains_and_matches_the_flat_model(backend):
     x, y = _data()
     nnx.seed(1)

@@ -206,3 +206,19 @@ def test_uncompiled_model_roundtrip(backend, tmp_path):
     loaded = nnx.load_model(tmp_path / "m.nnx")
     assert not loaded.compiled and loaded.layers[0].activation.name == "selu"
     np.testing.assert_array_equal(loaded.get_weights()[0], model.get_weights()[0])
+
+
+def test_load_model_without_compiling_and_one_load_model(backend, tmp_path):
+    """``compile=False`` (Keras's keyword) gives the architecture and the weights only;
+    ``nnx.models.load_model`` is ``nnx.load_model``."""
+    assert nnx.models.load_model is nnx.load_model
+    model = nnx.Sequential([nnx.Input((3,)), nnx.Dense(2)])
+    model.compile("adam", "mse", metrics=["mae"])
+    x = np.random.default_rng(0).normal(size=(6, 3)).astype("float32")
+    model.fit(x, np.ones((6, 2), "float32"), verbose=0)
+    path = tmp_path / "m.nnx"
+    model.save(path)
+    bare = nnx.load_model(path, compile=False)
+    assert not bare.compiled and bare.optimizer is None
+    np.testing.assert_array_equal(nnx.to_numpy(bare.predict(x)), nnx.to_numpy(model.predict(x)))
+    assert nnx.models.load_model(path).compiled
