@@ -351,3 +351,21 @@ def check_first_step(model: Any, backend: _backend.Backend, loss: Any, grads: di
     error = overflow_error(model, backend, "The loss or a gradient of the first training batch", {"x": x, "y": y})
     if error is not None:
         raise error
+
+
+def check_metrics(model: Any, xp: Any, y: Any, p: Any) -> None:
+    """Before ``fit`` applies its first step: each compiled metric computed once on the first
+    batch, so a metric that cannot read these targets fails with a ValueError naming it, before
+    any weight changes (not with a broadcasting error after the step)."""
+    for metric in model.metrics:
+        try:
+            if metric.stateful:
+                metric.fresh().update(xp, y, p)
+            else:
+                metric.batch_total(xp, y, p)
+        except (ValueError, TypeError, IndexError) as e:
+            raise ValueError(
+                f"The metric {metric.name!r} ({type(metric).__name__}) cannot be computed for targets of shape "
+                f"{_shape_str(tuple(y.shape))} and outputs of shape {_shape_str(tuple(p.shape))}: {e}. Expected "
+                f"targets it can compare with the outputs (integer labels go with 'accuracy' or "
+                f"'sparse_categorical_accuracy'); no weight was changed.") from None

@@ -202,6 +202,13 @@ class BinaryAccuracy(Metric):
         return {"class_name": type(self).__name__, "config": {"threshold": float(self.threshold)}}
 
 
+def _one_hot_targets(metric: Metric, y: Any, p: Any) -> None:
+    if tuple(y.shape) != tuple(p.shape):
+        raise ValueError(f"{type(metric).__name__} expects one-hot targets of the outputs' shape "
+                         f"{tuple(p.shape)}; received targets of shape {tuple(y.shape)} (integer labels go "
+                         f"with the sparse metrics)")
+
+
 class CategoricalAccuracy(Metric):
     """Share of rows whose argmax matches the one-hot target's.
 
@@ -210,6 +217,7 @@ class CategoricalAccuracy(Metric):
     name = "categorical_accuracy"
 
     def batch_total(self, xp, y, p):  # outputs (n, steps, classes): each sample's share of its steps
+        _one_hot_targets(self, y, p)
         return xp.sum(_per_sample_mean(xp, xp.astype(xp.argmax(p, axis=-1) == xp.argmax(y, axis=-1), p.dtype)))
 
 
@@ -262,6 +270,7 @@ class TopKCategoricalAccuracy(Metric):
         self.k = _positive_k(k)
 
     def batch_total(self, xp, y, p):
+        _one_hot_targets(self, y, p)
         p2 = xp.reshape(p, (-1, p.shape[-1]))
         labels = xp.argmax(xp.reshape(y, (-1, y.shape[-1])), axis=-1)
         return _per_sample_total(xp, _in_top_k(xp, p2, labels, self.k), p)

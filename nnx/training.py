@@ -158,6 +158,7 @@ class Loop:
         if self._check_next_step:  # finite data that overflows the model: a ValueError, no weight changed
             self._check_next_step = False
             _data.check_first_step(self.model, self.backend, step.loss, grads, x, y)
+            _data.check_metrics(self.model, self.backend.xp, y, step.predictions)
         self.model.apply_gradients(grads, step.saved)
         return step.loss, step.predictions
 

@@ -169,3 +169,17 @@ def test_bad_hyperparameters(backend):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="Unknown loss"):
         model.compile("sgd", loss="mse2")
+
+
+@pytest.mark.parametrize("metric", ["mae", "categorical_accuracy", "top_k_categorical_accuracy"])
+def test_a_metric_that_cannot_read_the_targets_fails_before_the_first_step(backend, metric):
+    """Integer labels with a metric for one-hot or real targets: a ValueError naming the metric
+    and both shapes, and the weights as they were."""
+    model = nnx.Sequential([nnx.Input((4,)), nnx.Dense(3, activation="softmax")])
+    model.compile("sgd", "sparse_categorical_crossentropy", metrics=[metric])
+    x = np.random.default_rng(0).random((8, 4)).astype("float32")
+    before = model.get_weights()
+    with pytest.raises(ValueError, match=rf"metric '{metric}'.*shape \(8,\).*\(8, 3\)"):
+        model.fit(x, np.arange(8) % 3, verbose=0)
+    for a, b in zip(model.get_weights(), before):
+        np.testing.assert_array_equal(a, b)
