@@ -534,6 +534,11 @@ def _device_of(a: Any) -> Any:
 
 def _dtype_name(dtype: Any) -> str:
     if isinstance(dtype, str):
+        try:
+            np.dtype(dtype)
+        except TypeError:
+            raise ValueError(f"Unknown dtype {dtype!r}; expected a name such as 'float32', 'float64' or "
+                             f"'int64', or a dtype of the backend's library.") from None
         return dtype
     for name in ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool"):
         try:
@@ -541,4 +546,8 @@ def _dtype_name(dtype: Any) -> str:
                 return name
         except AttributeError:
             continue
-    return str(np.dtype(dtype))
+    try:
+        return str(np.dtype(dtype))
+    except TypeError:
+        raise ValueError(f"Unknown dtype {dtype!r}; expected a name such as 'float32', 'float64' or 'int64', "
+                         f"or a dtype of the backend's library.") from None

@@ -463,7 +463,13 @@ class ModelCheckpoint(_Monitor):
                  save_weights_only: bool = False, mode: str = "auto", save_freq: str | int = "epoch",
                  initial_value_threshold: float | None = None):
         super().__init__(monitor, mode)
-        self.filepath = os.fspath(filepath)
+        try:
+            self.filepath = os.fspath(filepath)
+        except TypeError:
+            raise TypeError(f"ModelCheckpoint filepath must be a str or os.PathLike; received "
+                            f"{type(filepath).__name__}.") from None
+        if not self.filepath:
+            raise ValueError("ModelCheckpoint filepath must name a file; received an empty path.")
         self.verbose = _verbose_arg(verbose)
         self.save_best_only = bool(save_best_only)
         self.save_weights_only = bool(save_weights_only) or self.filepath.endswith(".npz")

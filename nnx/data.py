@@ -110,11 +110,12 @@ def host_weight(a: Any, shape: tuple[int, ...], dtype: str, what: str) -> np.nda
 def check_x(x: Any, input_shape: tuple[int, ...] | None, backend: _backend.Backend, what: str = "") -> None:
     if x.ndim < 2:
         expected = f"(n, {', '.join(map(str, input_shape))})" if input_shape else "(n, features)"
-        raise ValueError(f"Expected x of shape {expected}: one row per sample; received shape {_shape_str(tuple(x.shape))}.")
+        raise ValueError(f"Expected {what}x of shape {expected}: one row per sample; received shape "
+                         f"{_shape_str(tuple(x.shape))}.")
     if input_shape is not None and tuple(x.shape[1:]) != tuple(input_shape):
         raise ValueError(
-            f"Expected x with sample shape {_shape_str(tuple(input_shape))} (x of shape (n, "
-            f"{', '.join(map(str, input_shape))})), received x of shape {_shape_str(tuple(x.shape))}."
+            f"Expected {what}x with sample shape {_shape_str(tuple(input_shape))} ({what}x of shape (n, "
+            f"{', '.join(map(str, input_shape))})), received {what}x of shape {_shape_str(tuple(x.shape))}."
         )
     check_finite(x, backend, f"{what}x")
 
@@ -139,17 +140,17 @@ def check_y(y: Any, n: int, loss: Any, output_shape: tuple[int, ...], backend: _
             y = y[:, 0]
         if y.ndim != 1:
             raise ValueError(
-                f"{loss.name} expects integer class labels of shape (n,); received y of shape "
+                f"{loss.name} expects integer class labels of shape (n,); received {what}y of shape "
                 f"{_shape_str(tuple(y.shape))} (for one-hot rows use categorical_crossentropy)."
             )
         units = int(output_shape[-1])
         lo, hi, integral = _label_stats(y, backend)
         if not integral:
-            raise ValueError(f"{loss.name} expects integer class labels; received non-integer values in y.")
+            raise ValueError(f"{loss.name} expects integer class labels; received non-integer values in {what}y.")
         if lo < 0 or hi >= units:
             raise ValueError(
                 f"Labels must lie in [0, {units - 1}] for a model with {units} output units; "
-                f"received labels from {lo} to {hi}."
+                f"received {what}labels from {lo} to {hi}."
             )
         return y
     if y.ndim == 1 and tuple(output_shape) == (1,):
@@ -157,8 +158,8 @@ def check_y(y: Any, n: int, loss: Any, output_shape: tuple[int, ...], backend: _
     if tuple(y.shape[1:]) != tuple(output_shape):
         hint = " (integer labels need sparse_categorical_crossentropy)" if y.ndim == 1 else ""
         raise ValueError(
-            f"Expected y of shape (n, {', '.join(map(str, output_shape))}) to match the model output, "
-            f"received y of shape {_shape_str(tuple(y.shape))}{hint}."
+            f"Expected {what}y of shape (n, {', '.join(map(str, output_shape))}) to match the model output, "
+            f"received {what}y of shape {_shape_str(tuple(y.shape))}{hint}."
         )
     return y
 

@@ -78,6 +78,9 @@ class Sequential(Layer):
         self._pooled: set[int] = set()
         self._planned: list = []
         self.history = None
+        if isinstance(layers, Layer):
+            raise TypeError(f"Sequential expects a list of layers; received a single {type(layers).__name__} "
+                            f"(write Sequential([layer])).")
         for layer in layers or []:
             self.add(layer)
 
@@ -97,8 +100,9 @@ class Sequential(Layer):
 
         Raises:
             TypeError: ``layer`` is not a Layer.
-            ValueError: an ``Input`` after other layers, a layer already in the model, or a layer
-                built for another input shape; the model is unchanged.
+            ValueError: an ``Input`` after other layers, a layer already in the model or one with
+                the name of a layer in it, or a layer built for another input shape; the model is
+                unchanged.
 
         >>> model = nnx.Sequential(); model.add(nnx.Input(4)); model.add(nnx.Dense(2))
         """
@@ -112,6 +116,10 @@ class Sequential(Layer):
             return
         if layer is self or any(layer is other for other in self._layers):
             raise ValueError(f"Layer {layer.name!r} is already in this model.")
+        if any(other.name == layer.name for other in self._layers):
+            raise ValueError(f"All layers of a Sequential model must have unique names, as in Keras: {layer.name!r} "
+                             f"is already the name of a layer in this model; received another layer of that name. "
+                             f"Give it another name (name=...).")
         if not self._layers and not self.built and layer._declared_input_shape is not None:
             self._layers.append(layer)
             self.build(layer._declared_input_shape)
@@ -456,6 +464,8 @@ class Sequential(Layer):
 
         >>> step = model.compute_gradients(nnx.asarray(x), nnx.asarray(y)); model.apply_gradients(step.grads)
         """
+        if self.loss is None:
+            self._require_compiled("computing gradients")
         backend = backend or self.backend
         xp = backend.xp
         p, saved = self.forward(x, training=True)
@@ -489,6 +499,8 @@ class Sequential(Layer):
 
         >>> model.apply_gradients(step.grads, step.saved)
         """
+        if self.optimizer is None:
+            self._require_compiled("applying gradients")
         self.optimizer.apply(grads, self.backend)
         if saved is not None:
             self.update_state(saved)

@@ -1,9 +1,21 @@
 """Weight penalties added to the loss: ``L1``, ``L2``, ``L1L2`` (Keras's formulas and defaults)."""
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from .registry import Registry
+
+
+def _factor(value: Any, name: str) -> float:
+    """A penalty factor: a finite float >= 0 (ValueError naming ``name`` otherwise)."""
+    try:
+        factor = float(value)
+    except (TypeError, ValueError):
+        factor = math.nan
+    if isinstance(value, bool) or not (math.isfinite(factor) and factor >= 0.0):
+        raise ValueError(f"The regularization factor {name} must be a finite float >= 0; received {value!r}.")
+    return factor
 
 
 class Regularizer:
@@ -18,7 +30,7 @@ class Regularizer:
     """
 
     def __init__(self, l1: float = 0.0, l2: float = 0.0):
-        self.l1, self.l2 = float(l1), float(l2)
+        self.l1, self.l2 = _factor(l1, "l1"), _factor(l2, "l2")
 
     def __call__(self, xp: Any, w: Any) -> Any:
         """The penalty of a weight array.

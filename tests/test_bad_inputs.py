@@ -183,3 +183,33 @@ def test_a_metric_that_cannot_read_the_targets_fails_before_the_first_step(backe
         model.fit(x, np.arange(8) % 3, verbose=0)
     for a, b in zip(model.get_weights(), before):
         np.testing.assert_array_equal(a, b)
+
+
+def test_clear_errors_for_common_slips(backend):
+    """Each names what was expected and what was received."""
+    cases = [
+        (lambda: nnx.asarray([1.0], dtype="bogus"), ValueError, "Unknown dtype 'bogus'"),
+        (lambda: nnx.Sequential(nnx.Dense(3)), TypeError, "list of layers; received a single Dense"),
+        (lambda: nnx.callbacks.ModelCheckpoint(3), TypeError, "filepath must be a str.*received int"),
+        (lambda: nnx.callbacks.ModelCheckpoint(""), ValueError, "empty path"),
+        (lambda: nnx.Sequential([nnx.Input((2,)), nnx.Dense(3, name="a"), nnx.Dense(2, name="a")]), ValueError,
+         "unique names.*'a'"),
+        (lambda: nnx.regularizers.l2("a"), ValueError, "l2 must be a finite float >= 0; received 'a'"),
+        (lambda: nnx.regularizers.L1L2(l1=-1.0), ValueError, "l1 must be a finite float >= 0; received -1.0"),
+        (lambda: nnx.Sequential([nnx.Input((2,)), nnx.Dense(3)]).compute_gradients(
+            nnx.asarray(np.ones((2, 2), "float32")), nnx.asarray(np.ones((2, 3), "float32"))), RuntimeError,
+         "compiled before computing gradients"),
+    ]
+    for make, error, match in cases:
+        with pytest.raises(error, match=match):
+            make()
+
+
+def test_validation_data_errors_say_validation(backend):
+    model = nnx.Sequential([nnx.Input((4,)), nnx.Dense(3, activation="softmax")])
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    x, y = np.ones((8, 4), "float32"), np.arange(8) % 3
+    with pytest.raises(ValueError, match=r"validation x with sample shape \(4,\).*received validation x of shape \(4, 5\)"):
+        model.fit(x, y, validation_data=(np.ones((4, 5), "float32"), np.zeros(4)), verbose=0)
+    with pytest.raises(ValueError, match="received validation labels from 0 to 5"):
+        model.fit(x, y, validation_data=(np.ones((4, 4), "float32"), np.array([0, 1, 2, 5])), verbose=0)
