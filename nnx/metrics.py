@@ -43,6 +43,12 @@ class Metric:
     name = ""
     stateful = False  # True: the training loop calls reset/update/result instead of batch_total
 
+    def __init__(self, name: str | None = None):
+        if name is not None:
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"A metric's name must be a non-empty str; received {name!r}.")
+            self.name = name
+
     def batch_total(self, xp: Any, y: Any, p: Any) -> Any:
         """The sum over the batch of the per-sample metric.
 
@@ -161,6 +167,9 @@ def _per_sample_mean(xp, v):
 class MeanAbsoluteError(Metric):
     """Mean absolute error per sample, averaged over the epoch.
 
+    Args:
+        name: the key in the logs and the History. Defaults to None: the class's name.
+
     >>> model.compile("adam", "mse", metrics=["mae"])
     """
     name = "mean_absolute_error"  # as Keras's class; the string "mae" keeps its own name
@@ -171,6 +180,9 @@ class MeanAbsoluteError(Metric):
 
 class MeanSquaredError(Metric):
     """Mean squared error per sample, averaged over the epoch.
+
+    Args:
+        name: the key in the logs and the History. Defaults to None: the class's name.
 
     >>> model.compile("adam", "mae", metrics=["mse"])
     """
@@ -186,12 +198,14 @@ class BinaryAccuracy(Metric):
 
     Args:
         threshold: predictions above it count as 1. Defaults to 0.5.
+        name: the key in the logs and the History. Defaults to None: the class's name.
 
     >>> nnx.metrics.BinaryAccuracy(threshold=0.5)
     """
     name = "binary_accuracy"
 
-    def __init__(self, threshold: float = 0.5):
+    def __init__(self, threshold: float = 0.5, name: str | None = None):
+        super().__init__(name)
         self.threshold = threshold
 
     def batch_total(self, xp, y, p):
@@ -212,6 +226,9 @@ def _one_hot_targets(metric: Metric, y: Any, p: Any) -> None:
 class CategoricalAccuracy(Metric):
     """Share of rows whose argmax matches the one-hot target's.
 
+    Args:
+        name: the key in the logs and the History. Defaults to None: the class's name.
+
     >>> nnx.metrics.CategoricalAccuracy()
     """
     name = "categorical_accuracy"
@@ -223,6 +240,9 @@ class CategoricalAccuracy(Metric):
 
 class SparseCategoricalAccuracy(Metric):
     """Share of rows whose argmax equals the integer label.
+
+    Args:
+        name: the key in the logs and the History. Defaults to None: the class's name.
 
     >>> nnx.metrics.SparseCategoricalAccuracy()
     """
@@ -261,12 +281,14 @@ class TopKCategoricalAccuracy(Metric):
 
     Args:
         k: how many of the highest predictions count.
+        name: the key in the logs and the History. Defaults to None: the class's name.
 
     >>> model.compile("adam", "categorical_crossentropy", metrics=[nnx.metrics.TopKCategoricalAccuracy(k=3)])
     """
     name = "top_k_categorical_accuracy"
 
-    def __init__(self, k: int = 5):
+    def __init__(self, k: int = 5, name: str | None = None):
+        super().__init__(name)
         self.k = _positive_k(k)
 
     def batch_total(self, xp, y, p):
@@ -285,6 +307,7 @@ class SparseTopKCategoricalAccuracy(TopKCategoricalAccuracy):
 
     Args:
         k: how many of the highest predictions count.
+        name: the key in the logs and the History. Defaults to None: the class's name.
 
     >>> model.compile("adam", "sparse_categorical_crossentropy", metrics=["sparse_top_k_categorical_accuracy"])
     """
@@ -336,7 +359,8 @@ class _ConfusionMetric(Metric):
 
     stateful = True
 
-    def __init__(self, thresholds: float | None = None):
+    def __init__(self, thresholds: float | None = None, name: str | None = None):
+        super().__init__(name)
         self.thresholds = _threshold(thresholds, 0.5)
         self.reset()
 
@@ -361,6 +385,7 @@ class Precision(_ConfusionMetric):
 
     Args:
         thresholds: the decision threshold, a float in [0, 1] (default 0.5).
+        name: the key in the logs and the History. Defaults to None: the class's name.
 
     >>> model.compile("adam", "binary_crossentropy", metrics=["precision", nnx.metrics.Recall()])
     """
@@ -381,6 +406,7 @@ class Recall(_ConfusionMetric):
 
     Args:
         thresholds: the decision threshold, a float in [0, 1] (default 0.5).
+        name: the key in the logs and the History. Defaults to None: the class's name.
 
     >>> model.compile("adam", "binary_crossentropy", metrics=["recall"])
     """
@@ -407,13 +433,15 @@ class AUC(Metric):
     Args:
         num_thresholds: how many thresholds (> 1); more is closer to the exact area.
         from_logits: whether the predictions are logits (a sigmoid is applied first).
+        name: the key in the logs and the History. Defaults to None: the class's name.
 
     >>> model.compile("adam", "binary_crossentropy", metrics=["auc"])
     """
     name = "auc"
     stateful = True
 
-    def __init__(self, num_thresholds: int = 200, from_logits: bool = False):
+    def __init__(self, num_thresholds: int = 200, from_logits: bool = False, name: str | None = None):
+        super().__init__(name)
         if isinstance(num_thresholds, bool) or not isinstance(num_thresholds, numbers.Integral) \
                 or int(num_thresholds) < 2:
             raise ValueError(f"num_thresholds must be an int > 1; received {num_thresholds!r}.")
@@ -495,6 +523,30 @@ def unique_names(metrics: list[Metric]) -> list[Metric]:
 
 
 registry = Registry("metric", Metric)
+class LossMetric(Metric):
+    """A loss used as a metric: the mean over the samples of its per-sample value, unweighted (as
+    Keras, a loss's name may be given in ``metrics``).
+
+    Args:
+        loss: a loss name, config dict or ``nnx.losses.Loss``.
+        name: the key in the logs and the History. Defaults to None: the loss's name.
+
+    >>> model.compile("adam", "mse", metrics=["binary_crossentropy"])
+    """
+
+    def __init__(self, loss: str | dict | _losses.Loss, name: str | None = None):
+        super().__init__(name)
+        self.loss = _losses.get(loss)
+        if name is None:
+            self.name = self.loss.name
+
+    def batch_total(self, xp, y, p):
+        return xp.sum(self.loss.per_sample(xp, y, p))
+
+    def get_config(self):
+        return {"class_name": "LossMetric", "config": {"loss": self.loss.get_config()}}
+
+
 registry.add(MeanAbsoluteError, "mae", "mean_absolute_error")
 registry.add(MeanSquaredError, "mse", "mean_squared_error")
 registry.add(BinaryAccuracy, "binary_accuracy")
@@ -505,6 +557,7 @@ registry.add(Recall, "recall")
 registry.add(AUC, "auc")
 registry.add(TopKCategoricalAccuracy, "top_k_categorical_accuracy")
 registry.add(SparseTopKCategoricalAccuracy, "sparse_top_k_categorical_accuracy")
+registry.add(LossMetric)
 
 
 def get(identifier: str | dict | Metric, loss: _losses.Loss, output_units: int | None) -> Metric:
@@ -541,8 +594,13 @@ def get(identifier: str | dict | Metric, loss: _losses.Loss, output_units: int |
         try:
             metric = registry.get(identifier)
         except ValueError:
-            raise ValueError(f"Unknown metric {identifier!r}; expected one of: accuracy, "
-                             f"{', '.join(registry.names())} (or a Metric instance).") from None
+            try:  # a loss's name: the loss as a metric, as Keras
+                metric = LossMetric(identifier) if isinstance(identifier, str) else None
+            except ValueError:
+                metric = None
+            if metric is None:
+                raise ValueError(f"Unknown metric {identifier!r}; expected one of: accuracy, "
+                                 f"{', '.join(registry.names())}, a loss's name (or a Metric instance).") from None
     if isinstance(identifier, str):
         metric.name = identifier  # as Keras: the string as given ("acc", "mae", "AUC") names the metric
     elif isinstance(identifier, dict) and isinstance(identifier.get("name"), str):

@@ -272,3 +272,27 @@ def test_metric_arguments_survive_save_and_load(backend, tmp_path):
     assert [m.get_config() for m in loaded.metrics] == [m.get_config() for m in model.metrics]
     assert loaded.metrics[0].num_thresholds == 50 and loaded.metrics[1].k == 2
     assert loaded.metrics[2].thresholds == 0.3
+
+
+def test_metric_name_keyword_and_a_loss_as_a_metric(backend, tmp_path):
+    """As Keras: ``name=`` names a metric's History key; a loss's name in ``metrics`` is the
+    unweighted mean of that loss; both survive save and load."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(12, 3)).astype("float32")
+    y = (rng.random(12) < 0.5).astype("float32")
+    model = nnx.Sequential([nnx.Input((3,)), nnx.Dense(1, activation="sigmoid")])
+    model.compile("sgd", "mse", metrics=["binary_crossentropy", M.Precision(name="p"), M.AUC(name="area")])
+    history = model.fit(x, y, epochs=1, verbose=0, sample_weight=np.linspace(0.5, 2.0, 12).astype("float32"))
+    assert list(history.history) == ["loss", "binary_crossentropy", "p", "area"]
+    p = nnx.to_numpy(model.predict(x, verbose=0))[:, 0].astype("float64")
+    q = np.clip(p, 1e-7, 1 - 1e-7)
+    bce = -(y * np.log(q) + (1 - y) * np.log(1 - q)).mean()
+    results = model.evaluate(x, y, verbose=0)
+    np.testing.assert_allclose(results[1], bce, rtol=1e-5)
+    path = tmp_path / "m.nnx"
+    model.save(path)
+    loaded = nnx.load_model(path)
+    assert loaded.metrics_names == ["loss", "binary_crossentropy", "p", "area"]
+    np.testing.assert_allclose(loaded.evaluate(x, y, verbose=0), results, rtol=1e-6)
+    with pytest.raises(ValueError, match="non-empty str"):
+        M.Recall(name="")
