@@ -194,7 +194,8 @@ class MeanSquaredError(Metric):
 
 
 class BinaryAccuracy(Metric):
-    """Share of outputs on the right side of ``threshold`` (a target above 0.5 counts as 1).
+    """Share of outputs whose thresholded prediction (1 above ``threshold``, else 0) equals the
+    target, as Keras: a target other than 0 or 1 never matches.
 
     Args:
         threshold: predictions above it count as 1. Defaults to 0.5.
@@ -209,7 +210,7 @@ class BinaryAccuracy(Metric):
         self.threshold = threshold
 
     def batch_total(self, xp, y, p):
-        hit = xp.astype((p > self.threshold) == (y > 0.5), p.dtype)
+        hit = xp.astype(xp.astype(p > self.threshold, p.dtype) == y, p.dtype)
         return xp.sum(_per_sample_mean(xp, hit))
 
     def get_config(self):

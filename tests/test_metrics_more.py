@@ -296,3 +296,10 @@ def test_metric_name_keyword_and_a_loss_as_a_metric(backend, tmp_path):
     np.testing.assert_allclose(loaded.evaluate(x, y, verbose=0), results, rtol=1e-6)
     with pytest.raises(ValueError, match="non-empty str"):
         M.Recall(name="")
+
+
+def test_binary_accuracy_compares_the_thresholded_prediction_with_the_target_as_keras(backend):
+    y = nnx.asarray(np.array([[1.0], [0.0], [1.0], [0.7]], dtype="float32"))
+    p = nnx.asarray(np.array([[0.9], [0.2], [0.4], [0.9]], dtype="float32"))
+    assert M.BinaryAccuracy()(y, p) == pytest.approx(0.5)  # hits, hit, miss, and 0.7 never matches
+    assert M.BinaryAccuracy(threshold=0.3)(y, p) == pytest.approx(0.5)  # 0.4 -> 1 now, 0.2 still 0
