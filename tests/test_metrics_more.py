@@ -302,4 +302,4 @@ def test_binary_accuracy_compares_the_thresholded_prediction_with_the_target_as_
     y = nnx.asarray(np.array([[1.0], [0.0], [1.0], [0.7]], dtype="float32"))
     p = nnx.asarray(np.array([[0.9], [0.2], [0.4], [0.9]], dtype="float32"))
     assert M.BinaryAccuracy()(y, p) == pytest.approx(0.5)  # hits, hit, miss, and 0.7 never matches
-    assert M.BinaryAccuracy(threshold=0.3)(y, p) == pytest.approx(0.5)  # 0.4 -> 1 now, 0.2 still 0
+    assert M.BinaryAccuracy(threshold=0.3)(y, p) == pytest.approx(0.75)  # 0.4 -> 1 now: a hit
