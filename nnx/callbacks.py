@@ -439,8 +439,8 @@ class ModelCheckpoint(_Monitor):
             0.12345, saving model to best.nnx"``, ``"Epoch 2: val_loss did not improve from
             0.12345"``, ``"Epoch 1: saving model to x.nnx"``. Defaults to 0 (silent).
         save_best_only: save only when ``monitor`` improves on the best value saved so far
-            (kept across ``fit`` calls, as Keras does); logs without ``monitor`` are skipped with a
-            warning. Defaults to False (save every time).
+            (kept across ``fit`` calls, as Keras does); logs without ``monitor`` are saved with a
+            warning, as Keras does. Defaults to False (save every time).
         save_weights_only: save with ``model.save_weights`` rather than ``model.save``.
             Defaults to False.
         mode: ``"min"``, ``"max"`` or ``"auto"`` (from the name of ``monitor``), as in
@@ -524,10 +524,14 @@ class ModelCheckpoint(_Monitor):
                           f"keeping the previous checkpoint.", stacklevel=3)
             return
         path = self._path(epoch, batch, logs)
-        if self.save_best_only:
-            value = self._value(logs)
-            if value is None:
-                return
+        if self.save_best_only and self.monitor not in logs:  # as Keras: a warning, and the model is saved
+            warnings.warn(f"ModelCheckpoint: can save the best model only with {self.monitor!r} in the logs "
+                          f"(available: {', '.join(logs) or 'none'}); saving this one, as Keras does.",
+                          stacklevel=3)
+            if self.verbose:
+                _progbar.message(f"Epoch {epoch + 1}: saving model to {path}")
+        elif self.save_best_only:
+            value = float(logs[self.monitor])
             if not self._improved(value):
                 if self.verbose:
                     _progbar.message(f"Epoch {epoch + 1}: {self.monitor} did not improve from {self.best:.5f}")

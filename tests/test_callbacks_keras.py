@@ -434,11 +434,12 @@ def test_model_checkpoint_weights_only_and_folders(tmp_path):
         fit([ModelCheckpoint(str(tmp_path / "m-{val_acc}.nnx"))], model, [{"loss": 0.25}])
 
 
-def test_model_checkpoint_skips_best_only_without_the_monitor(tmp_path):
+def test_model_checkpoint_saves_with_a_warning_when_best_only_has_no_monitor(tmp_path):
+    """As Keras 3 (``_should_save_model``): the monitor missing from the logs, it warns and saves."""
     model = FakeModel()
-    with pytest.warns(UserWarning, match="val_loss"):
-        fit([ModelCheckpoint(str(tmp_path / "b.nnx"), save_best_only=True)], model, [{"loss": 1.0}])
-    assert model.saved == []
+    with pytest.warns(UserWarning, match="val_loss.*saving this one"):
+        fit([ModelCheckpoint(str(tmp_path / "b.nnx"), save_best_only=True)], model, [{"loss": 1.0}, {"loss": 2.0}])
+    assert len(model.saved) == 2
 
 
 def test_model_checkpoint_arguments_as_keras(tmp_path):
