@@ -337,11 +337,12 @@ def overflow_error(model: Any, backend: _backend.Backend, what: str, data: dict[
     limit = float(np.finfo(dtype).max)
     seen = ", ".join(f"|{name}| up to {_max_abs(a, backend):.3g}" for name, a in data.items())
     largest = max((_max_abs(w, backend) for w in weights), default=0.0)
+    hint = "." if str(dtype) == "float64" else ", or the model built in float64 (nnx.set_floatx('float64'))."
     return NonFiniteResult(
         f"{what} is NaN or inf although the data and the weights are finite: the values computed from "
         f"them overflow {dtype} (largest finite value {limit:.3g}); received {seen}, and weights up to "
         f"{largest:.3g}. The data must be scaled (e.g. standardized) to magnitudes the model can square and "
-        f"sum in {dtype}, or the model built in float64 (nnx.set_floatx('float64')).")
+        f"sum in {dtype}{hint}")
 
 
 def check_first_step(model: Any, backend: _backend.Backend, loss: Any, grads: dict, x: Any, y: Any) -> None:
