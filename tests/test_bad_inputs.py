@@ -195,6 +195,8 @@ def test_clear_errors_for_common_slips(backend):
         (lambda: nnx.Sequential([nnx.Input((2,)), nnx.Dense(3, name="a"), nnx.Dense(2, name="a")]), ValueError,
          "unique names.*'a'"),
         (lambda: nnx.regularizers.l2("a"), ValueError, "l2 must be a finite float >= 0; received 'a'"),
+        (lambda: nnx.Dense(3, name=5), TypeError, "name must be a str; received int 5"),
+        (lambda: nnx.Dense(3, input_shape=(4,), input_dim=5), ValueError, "input_shape or input_dim, not both"),
         (lambda: nnx.regularizers.L1L2(l1=-1.0), ValueError, "l1 must be a finite float >= 0; received -1.0"),
         (lambda: nnx.Sequential([nnx.Input((2,)), nnx.Dense(3)]).compute_gradients(
             nnx.asarray(np.ones((2, 2), "float32")), nnx.asarray(np.ones((2, 3), "float32"))), RuntimeError,

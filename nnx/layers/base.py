@@ -180,6 +180,11 @@ class Layer:
 
     def __init__(self, name: str | None = None, trainable: bool = True, input_shape: Any = None,
                  input_dim: Any = None, dtype: str | None = None):
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"A layer's name must be a str; received {type(name).__name__} {name!r}.")
+        if input_shape is not None and input_dim is not None:
+            raise ValueError(f"Give input_shape or input_dim, not both; received input_shape={input_shape!r} and "
+                             f"input_dim={input_dim!r}.")
         self.name = name or unique_name(_snake(type(self).__name__))
         self._trainable = bool(trainable)
         self.built = False
