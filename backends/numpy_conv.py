@@ -79,6 +79,36 @@ def _pooled_taps(window, pool, strides, dilation, pooled_hw):
     return out
 
 
+def _conv_out(padded_shape, kernel_shape, strides, dilation) -> tuple[int, int]:
+    """The (rows, columns) of a convolution's output over an already padded input."""
+    (kh, kw), (hp, wp) = kernel_shape[:2], padded_shape[1:3]
+    return ((hp - (kh - 1) * dilation[0] - 1) // strides[0] + 1, (wp - (kw - 1) * dilation[1] - 1) // strides[1] + 1)
+
+
+def _patches(xpad, kernel_shape, strides, dilation, window, pooled_hw, tap_major):
+    """The (rows, kh*kw*c) patch matrix of the convolution outputs that whole ``window`` tiles
+    cover, rows ordered (window position, sample, row, column); window (1, 1) is every output.
+    ``tap_major`` (few channels): one contiguous copy per tap and window position into a
+    (kh*kw*c, rows) buffer, returned transposed (a view); else a strided view's copy."""
+    kh, kw, c, _ = kernel_shape
+    (ph, pw), (hq, wq), n = window, pooled_hw, xpad.shape[0]
+    positions = ph * pw
+    if tap_major:
+        taps = np.empty((kh * kw, c, positions, n, hq, wq), dtype=xpad.dtype)
+        for k, per_position in enumerate(_pooled_taps((kh, kw), window, strides, dilation, pooled_hw)):
+            for q, (r, s) in enumerate(per_position):
+                np.copyto(taps[k, :, q], xpad[:, r, s, :].transpose(3, 0, 1, 2))
+        return taps.reshape(kh * kw * c, positions * n * hq * wq).T
+    (sh, sw), (dh, dw) = strides, dilation
+    view = sliding_window_view(xpad, ((kh - 1) * dh + 1, (kw - 1) * dw + 1), axis=(1, 2))
+    view = view[:, ::sh, ::sw, :, ::dh, ::dw]  # (n, >=ho, >=wo, c, kh, kw)
+    blocks = np.empty((positions, n, hq, wq, kh, kw, c), dtype=xpad.dtype)
+    for q in range(positions):
+        a, b = divmod(q, pw)
+        np.copyto(blocks[q], view[:, a:a + ph * (hq - 1) + 1:ph, b:b + pw * (wq - 1) + 1:pw].transpose(0, 1, 2, 4, 5, 3))
+    return blocks.reshape(positions * n * hq * wq, kh * kw * c)
+
+
 def _first_marks(marks: list[np.ndarray]) -> None:
     """Keep only the first True across ``marks`` (same-shape views of one bool mask), in place."""
     marks = [m.view(np.uint8) for m in marks]
@@ -93,14 +123,10 @@ class NumpyConvOps:
     """The NumPy overrides of ``nnx.conv_ops.ConvOps`` (mixed into ``NumpyOps``)."""
 
     def im2col(self, x, window, strides, dilation, out_hw):
-        (kh, kw), (sh, sw), (dh, dw), (ho, wo) = window, strides, dilation, out_hw
+        (kh, kw), (ho, wo), (n, c) = window, out_hw, (x.shape[0], x.shape[-1])
         if kh * kw == 1:
             return super().im2col(x, window, strides, dilation, out_hw)
-        view = sliding_window_view(x, ((kh - 1) * dh + 1, (kw - 1) * dw + 1), axis=(1, 2))
-        view = view[:, :sh * (ho - 1) + 1:sh, :sw * (wo - 1) + 1:sw, :, ::dh, ::dw]  # (n, ho, wo, c, kh, kw)
-        n, c = x.shape[0], x.shape[-1]
-        cols = np.empty((n, ho, wo, kh, kw, c), dtype=x.dtype)
-        np.copyto(cols, view.transpose(0, 1, 2, 4, 5, 3))
+        cols = _patches(x, (kh, kw, c, 0), strides, dilation, (1, 1), (ho, wo), tap_major=False)
         return cols.reshape(n, ho, wo, kh * kw * c)
 
     #: input channels up to which ``conv2d`` lays its patches out tap-major (see there)
@@ -110,19 +136,13 @@ class NumpyConvOps:
         kh, kw, c, f = kernel.shape
         if c > self.tap_major_channels or kh * kw == 1:
             return super().conv2d(x, kernel, strides, dilation, pads)
-        # few channels (a first layer's images): the patches as (kh*kw*c, rows), one contiguous
-        # copy of each tap (1.4 ms -> 0.2 ms for (128, 28, 28, 1) and a 3x3 kernel); their
-        # transpose is the (rows, kh*kw*c) matrix the products and conv2d_backward expect
+        # few channels (a first layer's images): tap-major patches (1.4 ms -> 0.2 ms for
+        # (128, 28, 28, 1) and a 3x3 kernel); every output is one window of its own
         xpad = self.pad2d(x, pads)
-        n, hp, wp, _ = xpad.shape
-        ho = (hp - (kh - 1) * dilation[0] - 1) // strides[0] + 1
-        wo = (wp - (kw - 1) * dilation[1] - 1) // strides[1] + 1
-        taps = np.empty((kh * kw, c, n, ho, wo), dtype=x.dtype)
-        for k, (rows, columns) in enumerate(_taps((kh, kw), strides, dilation, (ho, wo))):
-            np.copyto(taps[k], xpad[:, rows, columns, :].transpose(3, 0, 1, 2))
-        cols = taps.reshape(kh * kw * c, n * ho * wo).T
+        ho, wo = _conv_out(xpad.shape, kernel.shape, strides, dilation)
+        cols = _patches(xpad, kernel.shape, strides, dilation, (1, 1), (ho, wo), tap_major=True)
         z = cols @ kernel.reshape(kh * kw * c, f)
-        return z.reshape(n, ho, wo, f), (cols, tuple(xpad.shape))
+        return z.reshape(xpad.shape[0], ho, wo, f), (cols, tuple(xpad.shape))
 
     def conv2d_backward(self, saved, dz, kernel, strides, dilation, pads, need_dx=True, need_dkernel=True,
                         need_dbias=False):
@@ -153,30 +173,14 @@ class NumpyConvOps:
         kh, kw, c, f = kernel.shape
         ph, pw = window
         xpad = self.pad2d(x, pads)
-        n, hp, wp, _ = xpad.shape
-        ho = (hp - (kh - 1) * dilation[0] - 1) // strides[0] + 1
-        wo = (wp - (kw - 1) * dilation[1] - 1) // strides[1] + 1
+        ho, wo = _conv_out(xpad.shape, kernel.shape, strides, dilation)
         hq, wq = ho // ph, wo // pw
         if min(hq, wq) < 1 or x.dtype.itemsize not in _BITS:
             return super().conv2d_max_pool(x, kernel, strides, dilation, pads, window, training)
+        n = xpad.shape[0]
         positions, rows = ph * pw, n * hq * wq
-        slices = _pooled_taps((kh, kw), window, strides, dilation, (hq, wq))
-        if c <= self.tap_major_channels:
-            taps = np.empty((kh * kw, c, positions, n, hq, wq), dtype=x.dtype)
-            for k, per_position in enumerate(slices):
-                for q, (r, s) in enumerate(per_position):
-                    np.copyto(taps[k, :, q], xpad[:, r, s, :].transpose(3, 0, 1, 2))
-            cols = taps.reshape(kh * kw * c, positions * rows).T
-        else:
-            (sh, sw), (dh, dw) = strides, dilation
-            view = sliding_window_view(xpad, ((kh - 1) * dh + 1, (kw - 1) * dw + 1), axis=(1, 2))
-            view = view[:, ::sh, ::sw, :, ::dh, ::dw]  # (n, >=ho, >=wo, c, kh, kw)
-            blocks = np.empty((positions, n, hq, wq, kh, kw, c), dtype=x.dtype)
-            for q in range(positions):
-                a, b = divmod(q, pw)
-                part = view[:, a:a + ph * (hq - 1) + 1:ph, b:b + pw * (wq - 1) + 1:pw]
-                np.copyto(blocks[q], part.transpose(0, 1, 2, 4, 5, 3))
-            cols = blocks.reshape(positions * rows, kh * kw * c)
+        cols = _patches(xpad, kernel.shape, strides, dilation, window, (hq, wq),
+                        tap_major=c <= self.tap_major_channels)
         z = (cols @ kernel.reshape(kh * kw * c, f)).reshape(positions, rows, f)
         y = z[0].copy() if positions == 1 else np.maximum(z[0], z[1])
         for block in z[2:]:
