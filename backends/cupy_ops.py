@@ -58,6 +58,13 @@ def _kernels():
         "adagrad": cp.ElementwiseKernel(
             "T g, T lr, T eps", "T w, T acc",
             "acc += g * g; w -= lr * g / sqrt(acc + eps)", "nnx_adagrad"),
+        # one thread per output element sums its segment's rows in index order: deterministic,
+        # and the same additions in the same order as NumPy's add.at (atomics would reorder them)
+        "segment_sum": cp.ElementwiseKernel(
+            "raw T rows, raw int64 order, raw int64 bounds, int64 d", "T out",
+            "const long long s = i / d, c = i % d; T acc = (T)0; "
+            "for (long long j = bounds[s]; j < bounds[s + 1]; ++j) acc += rows[order[j] * d + c]; "
+            "out = acc", "nnx_segment_sum"),
         "xent_grad": cp.ElementwiseKernel(
             "T p, int64 label, T c, int64 k", "T dz",
             "dz = (i % k == label) ? (p - (T)1) * c : p * c", "nnx_xent_grad"),
@@ -66,8 +73,8 @@ def _kernels():
 
 class CupyOps(Ops):
     """Fused elementwise CUDA kernels for bias + activation, activation backward, sparse
-    cross-entropy's gradient and the optimizer updates; ``cupyx.scatter_add`` for the Embedding
-    gradient."""
+    cross-entropy's gradient and the optimizer updates; a deterministic segment sum for the
+    Embedding gradient (rows summed in index order, no atomics: resuming is bit-exact)."""
 
     name = "cupy"
     fast_activations = frozenset(_BIAS_ACT)
@@ -107,11 +114,17 @@ class CupyOps(Ops):
 
     def unsorted_segment_sum(self, rows, ids, num_segments):
         import cupy as cp
-        import cupyx
 
+        n, d = int(rows.shape[0]), int(rows.shape[1])
         with rows.device:
-            out = cp.zeros((num_segments, rows.shape[1]), dtype=rows.dtype)
-        cupyx.scatter_add(out, ids, rows)
+            out = cp.empty((num_segments, d), dtype=rows.dtype)
+            if n == 0 or d == 0:
+                out.fill(0)
+                return out
+            ids = ids.astype(cp.int64, copy=False)
+            order = cp.argsort(ids)  # CUB's radix sort: stable, so equal ids keep their order
+            bounds = cp.searchsorted(ids[order], cp.arange(num_segments + 1, dtype=cp.int64))
+            _kernels()["segment_sum"](cp.ascontiguousarray(rows), order, bounds, d, out)
         return out
 
     def sgd_update(self, w, g, velocity, lr, momentum, nesterov):

@@ -59,7 +59,7 @@ def test_embedding_then_layernorm_and_regularizer_gradients(backend64):
 
 @pytest.mark.parametrize("chunk", [1 << 22, 7, 1])
 def test_unsorted_segment_sum_against_one_hot(backend, chunk):
-    """The backend's scatter-add (NumPy's np.add.at, CuPy's scatter_add, or the portable one-hot
+    """The backend's scatter-add (NumPy's np.add.at, CuPy's segment kernel, or the portable one-hot
     product, in blocks of rows) against a one-hot product written here."""
     rng = np.random.default_rng(2)
     ids = rng.integers(0, 9, size=40)
@@ -76,6 +76,26 @@ def test_unsorted_segment_sum_against_one_hot(backend, chunk):
     np.testing.assert_allclose(nnx.to_numpy(out), expected, rtol=1e-5, atol=1e-5)
     empty = ops.unsorted_segment_sum(nnx.asarray(rows[:0]), nnx.asarray(ids[:0]), 4)
     np.testing.assert_array_equal(nnx.to_numpy(empty), np.zeros((4, 3)))
+
+
+def test_fast_segment_sum_adds_in_index_order(backend):
+    """The NumPy and CuPy kernels add each segment's rows one by one in index order, in the rows'
+    dtype: bit-equal to a sequential float32 sum, and the same on every call (atomics would add in
+    a different order each time, and a resumed training would drift)."""
+    ops = nnx.get_backend().ops
+    if ops.name not in ("numpy", "cupy"):
+        pytest.skip(f"the portable one-hot product ({ops.name}) adds in the matrix product's order")
+    rng = np.random.default_rng(7)
+    ids = rng.integers(0, 3, size=3000)
+    rows = rng.normal(size=(3000, 5)).astype("float32") * np.float32(1e3)
+    expected = np.zeros((4, 5), dtype="float32")
+    for k in range(3):
+        for r in rows[ids == k]:
+            expected[k] += r
+    first = nnx.to_numpy(ops.unsorted_segment_sum(nnx.asarray(rows), nnx.asarray(ids), 4))
+    again = nnx.to_numpy(ops.unsorted_segment_sum(nnx.asarray(rows), nnx.asarray(ids), 4))
+    np.testing.assert_array_equal(first, expected)
+    np.testing.assert_array_equal(again, first)
 
 
 def test_fast_scatter_add_is_declared_and_taken(backend, monkeypatch):
