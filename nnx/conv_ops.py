@@ -105,7 +105,7 @@ class ConvOps:
         ho = (hp - (kh - 1) * dilation[0] - 1) // strides[0] + 1
         wo = (wp - (kw - 1) * dilation[1] - 1) // strides[1] + 1
         cols = xp.reshape(self.im2col(xpad, (kh, kw), strides, dilation, (ho, wo)), (n * ho * wo, kh * kw * c))
-        z = cols @ xp.reshape(kernel, (kh * kw * c, f))
+        z = self.matmul(cols, xp.reshape(kernel, (kh * kw * c, f)))
         return xp.reshape(z, (n, ho, wo, f)), (cols, tuple(xpad.shape))
 
     def conv2d_backward(self, saved: Any, dz: Any, kernel: Any, strides: Pair, dilation: Pair, pads: Pads,
@@ -118,11 +118,11 @@ class ConvOps:
         kh, kw, c, f = kernel.shape
         n, ho, wo, _ = dz.shape
         dz2 = xp.reshape(dz, (n * ho * wo, f))
-        dkernel = xp.reshape(cols.T @ dz2, kernel.shape) if need_dkernel else None
+        dkernel = xp.reshape(self.matmul(cols.T, dz2), kernel.shape) if need_dkernel else None
         dbias = self.sum_rows(dz2) if need_dbias else None
         if not need_dx:
             return None, dkernel, dbias
-        dcols = xp.reshape(dz2 @ xp.reshape(kernel, (kh * kw * c, f)).T, (n, ho, wo, kh * kw * c))
+        dcols = xp.reshape(self.matmul(dz2, xp.reshape(kernel, (kh * kw * c, f)).T), (n, ho, wo, kh * kw * c))
         dx = self.col2im(dcols, padded_shape, (kh, kw), strides, dilation)
         return self.crop2d(dx, pads), dkernel, dbias
 

@@ -16,6 +16,7 @@ import math
 import numbers
 from typing import Any
 
+from .ops import clip as _clip
 from .registry import Registry
 
 EPSILON = 1e-7  # probabilities are clipped to [EPSILON, 1 - EPSILON], as Keras does
@@ -276,7 +277,7 @@ class Huber(Loss):
 
     def backward(self, xp, y, p, sample_weight=None):
         r = p - y
-        return _rows(xp, xp.clip(r, -self.delta, self.delta) * (1.0 / _count(p.shape)), sample_weight)
+        return _rows(xp, _clip(xp, r, -self.delta, self.delta) * (1.0 / _count(p.shape)), sample_weight)
 
     def get_config(self):
         return {"class_name": "Huber", "config": {"delta": self.delta}}
@@ -339,15 +340,15 @@ class KLDivergence(Loss):
     name = "kl_divergence"
 
     def per_sample(self, xp, y, p):
-        t = xp.clip(y, EPSILON, 1.0)
-        q = xp.clip(p, EPSILON, 1.0)
+        t = _clip(xp, y, EPSILON, 1.0)
+        q = _clip(xp, p, EPSILON, 1.0)
         v = xp.sum(t * xp.log(t / q), axis=-1)
         return _mean_rest(xp, v)
 
     def backward(self, xp, y, p, sample_weight=None):
-        t = xp.clip(y, EPSILON, 1.0)
+        t = _clip(xp, y, EPSILON, 1.0)
         inside = (p >= EPSILON) & (p <= 1.0)
-        g = xp.where(inside, -t / xp.clip(p, EPSILON, 1.0), 0.0)
+        g = xp.where(inside, -t / _clip(xp, p, EPSILON, 1.0), 0.0)
         return _rows(xp, g * (1.0 / _count(p.shape[:-1])), sample_weight)
 
 
@@ -394,7 +395,7 @@ class _CrossEntropy(Loss):
 
 
 def _clip_probabilities(xp, p, eps=EPSILON):
-    return xp.minimum(xp.maximum(p, eps), 1.0 - eps)
+    return _clip(xp, p, eps, 1.0 - eps)
 
 
 def _log_softmax(xp, z):
@@ -523,7 +524,7 @@ class SparseCategoricalCrossentropy(CategoricalCrossentropy):
             return loss, dz
         xp = ops.xp
         picked = xp.take_along_axis(p, xp.reshape(labels, (-1, 1)), axis=-1)[:, 0]
-        loss = _reduce(xp, -xp.log(xp.clip(picked, eps, 1.0 - eps)), sample_weight)
+        loss = _reduce(xp, -xp.log(_clip(xp, picked, eps, 1.0 - eps)), sample_weight)
         return loss, _rows(xp, dz, sample_weight)
 
     def get_config(self):

@@ -21,6 +21,20 @@ from . import activations as _act
 from .conv_ops import ConvOps
 
 
+def clip(xp: Any, x: Any, low: float | None, high: float | None) -> Any:
+    """``x`` limited to ``[low, high]`` (either may be None), NaN kept, with two elementwise
+    passes: ``array_api_compat``'s ``clip`` for CuPy writes through boolean masks, which reads
+    their counts back to the host on every call.
+
+    >>> clip(xp, p, 1e-7, 1.0 - 1e-7)
+    """
+    if low is not None:
+        x = xp.maximum(x, low)
+    if high is not None:
+        x = xp.minimum(x, high)
+    return x
+
+
 class Ops(ConvOps):
     """Portable operations over an Array API namespace ``xp`` on ``device`` (the convolution and
     pooling ones are in ``nnx.conv_ops``)."""
@@ -36,6 +50,13 @@ class Ops(ConvOps):
     def has_fast_path(self, obj: Any) -> bool:
         """True when this backend has a kernel for exactly ``type(obj)``."""
         return type(obj) in self.fast_activations
+
+    # -- products ---------------------------------------------------------------------------
+    def matmul(self, a: Any, b: Any) -> Any:
+        """``a @ b``, a fresh array the caller owns (``b`` is 2-D; ``a`` may have leading batch
+        axes). Layers multiply through here so that a backend can route the product (CuPy sends
+        it straight to cuBLAS while a training step is being captured as a CUDA graph)."""
+        return a @ b
 
     # -- activations -----------------------------------------------------------------------
     @staticmethod
@@ -68,7 +89,7 @@ class Ops(ConvOps):
         xp = self.xp
         n = p.shape[0]
         picked = xp.take_along_axis(p, xp.reshape(labels, (-1, 1)), axis=-1)
-        loss = -xp.sum(xp.log(xp.clip(picked, eps, 1.0 - eps))) * (1.0 / n)
+        loss = -xp.sum(xp.log(clip(xp, picked, eps, 1.0 - eps))) * (1.0 / n)
         classes = xp.arange(p.shape[-1], dtype=labels.dtype, device=self.device)
         onehot = xp.astype(xp.reshape(labels, (-1, 1)) == classes, p.dtype)
         return loss, (p - onehot) * (1.0 / n)

@@ -17,6 +17,7 @@ import sys
 import numbers
 from typing import Any
 
+from . import ops as _ops
 from . import schedules
 from .registry import Registry
 
@@ -174,7 +175,7 @@ class Optimizer:
         """Keras's clipping, with the norms and scale factors kept on the device (no host sync)."""
         if self.clipvalue is not None:
             v = self.clipvalue
-            return {w: xp.clip(g, -v, v) for w, g in grads.items()}
+            return {w: _ops.clip(xp, g, -v, v) for w, g in grads.items()}
         if self.clipnorm is not None:
             c = self.clipnorm
             return {w: g * xp.astype(c / xp.maximum(xp.sqrt(_sum_of_squares(xp, g)), c), g.dtype)

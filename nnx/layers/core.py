@@ -106,7 +106,7 @@ class Dense(Layer):
         return self.activation
 
     def forward(self, x, training=False):
-        y, act_saved = self.ops.bias_activation(x @ self.kernel.value, self.bias.value if self.use_bias else None,
+        y, act_saved = self.ops.bias_activation(self.ops.matmul(x, self.kernel.value), self.bias.value if self.use_bias else None,
                                                 self.activation)
         return y, (x, act_saved)
 
@@ -133,10 +133,10 @@ class Dense(Layer):
         if self.trainable:
             xp = self.xp
             x2, dz2 = (x, dz) if x.ndim == 2 else (xp.reshape(x, (-1, x.shape[-1])), xp.reshape(dz, (-1, self.units)))
-            grads[self.kernel] = x2.T @ dz2
+            grads[self.kernel] = self.ops.matmul(x2.T, dz2)
             if self.use_bias:
                 grads[self.bias] = self.ops.sum_rows(dz2)
-        return (dz @ self.kernel.value.T if need_dx else None), grads
+        return (self.ops.matmul(dz, self.kernel.value.T) if need_dx else None), grads
 
     def get_config(self) -> dict:
         return {

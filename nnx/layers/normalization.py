@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 from .. import initializers as _initializers
 from .. import regularizers as _regularizers
+from ..ops import clip as _clip
 from .base import Layer, as_int
 
 
@@ -73,7 +74,7 @@ def _normalize(xp: Any, x: Any, axes: tuple[int, ...], epsilon: float) -> tuple[
     if wide:
         top = float(xp.finfo(half).max)
         xhat, inv_std = xp.astype(xhat, half), xp.astype(inv_std, half)
-        mean, var = xp.astype(xp.clip(mean, -top, top), half), xp.astype(xp.clip(var, 0.0, top), half)
+        mean, var = xp.astype(_clip(xp, mean, -top, top), half), xp.astype(_clip(xp, var, 0.0, top), half)
     return xhat, inv_std, mean, var
 
 
