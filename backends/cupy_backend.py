@@ -43,6 +43,13 @@ class CupyBackend(Backend):
             return None
         return cupy_nccl.NcclReducer(comm, self)
 
+    captures_steps = True
+
+    def capture(self, fn: Any) -> Any:
+        from .cupy_graph import CapturedStep
+
+        return CapturedStep(fn, self.device)
+
     def describe(self) -> str:
         return f"cupy on CUDA device {self.device.id}"
 

@@ -6,9 +6,18 @@ Only arrays the signature marks as consumed are overwritten (``z`` from a matmul
 from __future__ import annotations
 
 import functools
+import numbers
 
 from ..activations import Linear, ReLU, Sigmoid, Tanh
 from ..ops import Ops
+from . import cupy_graph
+
+
+def _scalar(v, dtype):
+    """A kernel's scalar argument in ``dtype``: a Python number, or a 0-d device array (the
+    learning rate or step size of a captured step, read on the device at each replay)."""
+    return dtype.type(v) if isinstance(v, numbers.Real) else v.astype(dtype, copy=False)
+
 
 _BIAS_ACT = {
     Linear: "z = z + b",
@@ -79,6 +88,11 @@ class CupyOps(Ops):
     name = "cupy"
     fast_activations = frozenset(_BIAS_ACT)
 
+    def matmul(self, a, b):
+        if cupy_graph.capturing():
+            return cupy_graph.gemm(a, b)
+        return a @ b
+
     def bias_activation(self, z, b, act):
         k = _kernels()
         cls = type(act)
@@ -128,27 +142,28 @@ class CupyOps(Ops):
         return out
 
     def sgd_update(self, w, g, velocity, lr, momentum, nesterov):
-        k, t = _kernels(), w.dtype.type
+        k, t = _kernels(), w.dtype
         if velocity is None:
-            k["sgd"](g, t(lr), w)
+            k["sgd"](g, _scalar(lr, t), w)
         else:
-            k["sgd_momentum"](g, t(lr), t(momentum), bool(nesterov), w, velocity)
+            k["sgd_momentum"](g, _scalar(lr, t), t.type(momentum), bool(nesterov), w, velocity)
 
     def adam_update(self, w, g, m, v, step_size, beta_1, beta_2, epsilon):
-        t = w.dtype.type
-        _kernels()["adam"](g, t(beta_1), t(beta_2), t(epsilon), t(step_size), w, m, v)
+        t = w.dtype
+        _kernels()["adam"](g, t.type(beta_1), t.type(beta_2), t.type(epsilon), _scalar(step_size, t), w, m, v)
 
     def rmsprop_update(self, w, g, v, lr, rho, epsilon):
-        t = w.dtype.type
-        _kernels()["rmsprop"](g, t(lr), t(rho), t(epsilon), w, v)
+        t = w.dtype
+        _kernels()["rmsprop"](g, _scalar(lr, t), t.type(rho), t.type(epsilon), w, v)
 
     def adamw_update(self, w, g, m, v, step_size, decay, beta_1, beta_2, epsilon):
-        t = w.dtype.type
-        _kernels()["adamw"](g, t(beta_1), t(beta_2), t(epsilon), t(step_size), t(decay), w, m, v)
+        t = w.dtype
+        _kernels()["adamw"](g, t.type(beta_1), t.type(beta_2), t.type(epsilon), _scalar(step_size, t),
+                            _scalar(decay, t), w, m, v)
 
     def adagrad_update(self, w, g, accumulator, lr, epsilon):
-        t = w.dtype.type
-        _kernels()["adagrad"](g, t(lr), t(epsilon), w, accumulator)
+        t = w.dtype
+        _kernels()["adagrad"](g, _scalar(lr, t), t.type(epsilon), w, accumulator)
 
     def fits_in_memory(self, nbytes):
         import cupy as cp

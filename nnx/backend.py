@@ -219,6 +219,22 @@ class Backend:
         """
         return None
 
+    #: whether ``capture`` can record a training step as a device graph (CuPy: a CUDA graph)
+    captures_steps: bool = False
+
+    def capture(self, fn: Any) -> Any:
+        """Record ``fn()`` once as a device graph; the returned object's ``launch()`` replays the
+        recorded work and its ``result`` is what ``fn`` returned (arrays the replays rewrite).
+        Used by ``compile(jit_compile=True)``; only backends with ``captures_steps`` have it.
+
+        Raises:
+            NotImplementedError: this backend runs each step as it comes (NumPy,
+                array_api_strict), or ``fn`` did something a graph cannot hold.
+
+        >>> step = backend.capture(train_one_batch); step.launch()
+        """
+        raise NotImplementedError(f"the {self.name} backend does not record device graphs")
+
     def synchronize(self) -> None:
         """Wait for queued device work (used only for timing); nothing to wait for on the host.
 

@@ -69,6 +69,7 @@ class Sequential(Layer):
         self.loss: _losses.Loss | None = None
         self.metrics: list[_metrics.Metric] = []
         self._metric_specs: list[Any] = []
+        self.jit_compile = False
         self.stop_training = False
         self._stop_now = False
         self._shuffle_rng = None
@@ -507,7 +508,7 @@ class Sequential(Layer):
 
     # -- compile ---------------------------------------------------------------------------
     def compile(self, optimizer: str | _optimizers.Optimizer = "rmsprop", loss: str | _losses.Loss | None = None,
-                metrics: list[str | _metrics.Metric] | None = None) -> None:
+                metrics: list[str | _metrics.Metric] | None = None, jit_compile: bool = False) -> None:
         """Choose the optimizer, the loss and the metrics.
 
         Args:
@@ -515,6 +516,12 @@ class Sequential(Layer):
             loss: a name (``"mse"``, ``"sparse_categorical_crossentropy"``, or Keras's class name)
                 or an ``nnx.losses.Loss``.
             metrics: a list of names (``"accuracy"``, ``"mae"``, …) or ``Metric`` instances.
+            jit_compile: on the cupy backend, ``fit`` records its training step once as a CUDA
+                graph and replays it for each full batch: one launch per step instead of dozens,
+                for models whose step is short (see ``nnx.training.CapturedSteps``). Steps
+                that draw random numbers (Dropout) cannot be recorded: ``fit`` raises
+                ``ValueError`` before training. Other backends run step by step, with a
+                warning. Defaults to False.
 
         Raises:
             ValueError: an unknown name, a missing loss, or ``metrics`` not a list; nothing changes
@@ -526,11 +533,14 @@ class Sequential(Layer):
             raise ValueError("compile() needs a loss, e.g. loss='mse' or loss='sparse_categorical_crossentropy'.")
         if metrics is not None and not isinstance(metrics, (list, tuple)):
             raise ValueError(f"metrics must be a list, e.g. metrics=['accuracy']; received {metrics!r}.")
+        if not isinstance(jit_compile, bool):
+            raise ValueError(f"jit_compile must be True or False; received {jit_compile!r}.")
         new_optimizer = _optimizers.get(optimizer)
         new_loss = _losses.get(loss)
         specs = list(metrics or [])
         new_metrics = self._resolve_metrics(specs, new_loss)
         self.optimizer, self.loss, self._metric_specs, self.metrics = new_optimizer, new_loss, specs, new_metrics
+        self.jit_compile = jit_compile
         self._after_change()
 
     def _resolve_metrics(self, specs: list, loss: _losses.Loss) -> list[_metrics.Metric]:

@@ -12,10 +12,13 @@ this one), as Keras does.
 """
 from __future__ import annotations
 
+import contextlib
 import math
-import sys
 import numbers
-from typing import Any
+import sys
+from typing import Any, Iterator
+
+from array_api_compat import array_namespace
 
 from . import ops as _ops
 from . import schedules
@@ -40,6 +43,12 @@ def _check_clip(value: Any, what: str) -> float | None:
     if value is None:
         return None
     return _check_float(value, what, 0.0, math.inf, low_open=True, high_open=True)
+
+
+def _like(value: Any, w: Any) -> Any:
+    """A rate or step size for ``w``'s update: a Python float as it is, a 0-d device array (a
+    captured step's) in ``w``'s dtype."""
+    return value if isinstance(value, numbers.Real) else array_namespace(w).astype(value, w.dtype)
 
 
 def _sum_of_squares(xp: Any, g: Any) -> Any:
@@ -95,6 +104,7 @@ class Optimizer:
         self.clipvalue = _check_clip(clipvalue, "clipvalue")
         self.global_clipnorm = _check_clip(global_clipnorm, "global_clipnorm")
         self._slots: dict[Any, list[Any]] = {}  # weight record -> one array per slot
+        self._device_scalars: tuple[Any, Any] | None = None  # (rate, step) of a captured step
 
     # -- learning rate ---------------------------------------------------------------------
     @property
@@ -163,13 +173,33 @@ class Optimizer:
 
         >>> model.optimizer.apply(step.grads, model.backend)
         """
-        lr = self.learning_rate
+        lr = self.learning_rate if self._device_scalars is None else self._device_scalars[0]
         if self.clipnorm is not None or self.clipvalue is not None or self.global_clipnorm is not None:
             grads = self._clip_gradients(grads, backend.xp)
         self.iterations += 1
         ops = backend.ops
         for weight, g in grads.items():
             self.update(ops, weight.value, g, self._slots_for(weight, backend), lr)
+
+    @contextlib.contextmanager
+    def device_scalars(self, learning_rate: Any, step: Any) -> Iterator[None]:
+        """Within the block, ``apply`` reads the rate and the step count from 0-d device arrays
+        instead of Python numbers, and ``update`` receives the rate as an array: how a step
+        recorded once as a device graph stays right when the rate or the count changes.
+
+        Args:
+            learning_rate: a 0-d device array holding the step's rate.
+            step: a 0-d device array holding the count after the step (``iterations`` once it
+                is applied).
+
+        >>> with opt.device_scalars(lr_array, t_array): opt.apply(grads, backend)
+        """
+        saved = self._device_scalars
+        self._device_scalars = (learning_rate, step)
+        try:
+            yield
+        finally:
+            self._device_scalars = saved
 
     def _clip_gradients(self, grads: dict[Any, Any], xp: Any) -> dict[Any, Any]:
         """Keras's clipping, with the norms and scale factors kept on the device (no host sync)."""
@@ -335,7 +365,7 @@ class SGD(Optimizer):
         self.slots = ("momentum",) if self.momentum else ()
 
     def update(self, ops, w, g, slots, lr):
-        ops.sgd_update(w, g, slots[0] if slots else None, lr, self.momentum, self.nesterov)
+        ops.sgd_update(w, g, slots[0] if slots else None, _like(lr, w), self.momentum, self.nesterov)
 
     def _own_config(self):
         return {"momentum": self.momentum, "nesterov": self.nesterov}
@@ -373,12 +403,17 @@ class Adam(Optimizer):
 
         >>> nnx.optimizers.Adam(0.1).step_size(t=1)   # 0.1
         """
-        t = self.iterations if t is None else t
+        if t is None:
+            t = self.iterations if self._device_scalars is None else self._device_scalars[1]
         lr = self.learning_rate if lr is None else lr
-        return lr * math.sqrt(1.0 - self.beta_2**t) / (1.0 - self.beta_1**t)
+        if isinstance(t, numbers.Real):
+            return lr * math.sqrt(1.0 - self.beta_2**t) / (1.0 - self.beta_1**t)
+        xp = array_namespace(t)  # a captured step: the count is a device array
+        return lr * xp.sqrt(1.0 - self.beta_2**t) / (1.0 - self.beta_1**t)
 
     def update(self, ops, w, g, slots, lr):
-        ops.adam_update(w, g, slots[0], slots[1], self.step_size(lr), self.beta_1, self.beta_2, self.epsilon)
+        ops.adam_update(w, g, slots[0], slots[1], _like(self.step_size(lr), w), self.beta_1, self.beta_2,
+                        self.epsilon)
 
     def _own_config(self):
         return {"beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon}
@@ -408,8 +443,8 @@ class AdamW(Adam):
         self.weight_decay = _check_float(weight_decay, "weight_decay", 0.0, math.inf, high_open=True)
 
     def update(self, ops, w, g, slots, lr):
-        ops.adamw_update(w, g, slots[0], slots[1], self.step_size(lr), lr * self.weight_decay, self.beta_1,
-                         self.beta_2, self.epsilon)
+        ops.adamw_update(w, g, slots[0], slots[1], _like(self.step_size(lr), w), _like(lr * self.weight_decay, w),
+                         self.beta_1, self.beta_2, self.epsilon)
 
     def _own_config(self):
         return {"weight_decay": self.weight_decay, **super()._own_config()}
@@ -438,7 +473,7 @@ class RMSprop(Optimizer):
         self.epsilon = _check_float(epsilon, "epsilon", 0.0, math.inf, low_open=True, high_open=True)
 
     def update(self, ops, w, g, slots, lr):
-        ops.rmsprop_update(w, g, slots[0], lr, self.rho, self.epsilon)
+        ops.rmsprop_update(w, g, slots[0], _like(lr, w), self.rho, self.epsilon)
 
     def _own_config(self):
         return {"rho": self.rho, "epsilon": self.epsilon}
@@ -471,7 +506,7 @@ class Adagrad(Optimizer):
         return self.initial_accumulator_value
 
     def update(self, ops, w, g, slots, lr):
-        ops.adagrad_update(w, g, slots[0], lr, self.epsilon)
+        ops.adagrad_update(w, g, slots[0], _like(lr, w), self.epsilon)
 
     def _own_config(self):
         return {"initial_accumulator_value": self.initial_accumulator_value, "epsilon": self.epsilon}

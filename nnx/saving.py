@@ -558,6 +558,8 @@ def _check_compile(cfg: Any, weights: int, path: str) -> None:
     metrics = cfg.get("metrics")
     if not isinstance(metrics, list) or not all(isinstance(m, (str, dict)) for m in metrics):
         raise _Refused(f"{bad}: 'metrics' must be a list of names.")
+    if not isinstance(cfg.get("jit_compile", False), bool):
+        raise _Refused(f"{bad}: 'jit_compile' must be true or false.")
     if not _is_int(cfg.get("iterations")) or cfg["iterations"] >= 2**63:
         raise _Refused(f"{bad}: 'iterations' must be a non-negative int.")
     slots = cfg.get("slots")
@@ -683,7 +685,7 @@ def compile_config(model: Any) -> dict:
         model: a compiled ``Sequential``.
 
     Returns:
-        ``{"optimizer", "loss", "metrics"}``.
+        ``{"optimizer", "loss", "metrics"}``, and ``"jit_compile": True`` when it was asked for.
 
     >>> compile_from_config(other_model, compile_config(model))
     """
@@ -691,6 +693,7 @@ def compile_config(model: Any) -> dict:
         "optimizer": _optimizers.serialize(model.optimizer),
         "loss": model.loss.get_config(),
         "metrics": [m if isinstance(m, str) else {**m.get_config(), "name": m.name} for m in model._metric_specs],
+        **({"jit_compile": True} if getattr(model, "jit_compile", False) else {}),
     }
 
 
@@ -703,7 +706,8 @@ def compile_from_config(model: Any, cfg: dict) -> None:
 
     >>> compile_from_config(model, {"optimizer": "adam", "loss": "mse", "metrics": []})
     """
-    model.compile(optimizer=_optimizers.get(cfg["optimizer"]), loss=_losses.get(cfg["loss"]), metrics=cfg["metrics"])
+    model.compile(optimizer=_optimizers.get(cfg["optimizer"]), loss=_losses.get(cfg["loss"]), metrics=cfg["metrics"],
+                  jit_compile=bool(cfg.get("jit_compile", False)))
 
 
 def save_model(model: Any, filepath: str) -> None:

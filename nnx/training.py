@@ -7,6 +7,7 @@ A training step is spelled out as three calls: the model computes gradients, the
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping
 from typing import Any, Iterator
 
@@ -69,6 +70,23 @@ class Batches:
             yield start, stop, batch
 
 
+    def indices(self) -> Iterator[tuple[int, int, Any]]:
+        """``(start, stop, idx)`` for data on the device: each batch's row indices (a device
+        array) instead of the gathered rows, drawn as ``__iter__`` draws them."""
+        n, size, backend = self.n, self.batch_size, self.backend
+        if self.rng is not None:
+            order = backend.from_host(self.rng.permutation(n))
+        else:
+            order = backend.xp.arange(n, dtype=backend.xp.int64, device=backend.device)
+        for start in range(0, n, size):
+            stop = min(n, start + size)
+            yield start, stop, order[start:stop]
+
+    def gather(self, idx: Any) -> list[Any]:
+        """The rows ``idx`` of every array (on the device)."""
+        return [self.backend.xp.take(a, idx, axis=0) for a in self.arrays]
+
+
 def shard_bounds(start: int, stop: int, rank: int, size: int) -> tuple[int, int]:
     """Part ``rank`` of ``size`` contiguous parts of ``range(start, stop)``; the first
     ``(stop - start) % size`` parts hold one sample more."""
@@ -119,12 +137,20 @@ class Sums:
         return v if getattr(v, "dtype", self._to) == self._to else self.xp.astype(v, self._to)
 
     def add(self, loss: Any, y: Any, p: Any, n: int) -> None:
+        self.add_means(loss, y, p, n)
+        self.add_states(y, p)
+        self.count += n
+
+    def add_means(self, loss: Any, y: Any, p: Any, n: int) -> None:
+        """Add a batch's loss (times ``n``) and mean metrics' totals."""
         self.values["loss"] = self.values["loss"] + self._wide(loss) * n
         for metric in self.mean_metrics:
             self.values[metric.name] = self.values[metric.name] + self._wide(metric.batch_total(self.xp, y, p))
+
+    def add_states(self, y: Any, p: Any) -> None:
+        """Add a batch to the stateful metrics."""
         for metric in self.states.values():
             metric.update(self.xp, y, p)
-        self.count += n
 
     def running(self) -> RunningLogs:
         return RunningLogs(self.values, self.count, self.states, self.names)
@@ -132,6 +158,142 @@ class Sums:
     def means(self) -> dict[str, float]:
         logs = self.running()
         return {k: logs[k] for k in self.names}
+
+
+class DeviceSums(Sums):
+    """``Sums`` whose totals are 0-d device arrays added to in place, so that a step recorded as
+    a device graph adds to the same arrays at every replay; ``reset`` starts the next epoch.
+
+    >>> sums = DeviceSums(model, backend); sums.add(loss, y, p, n); sums.reset()
+    """
+
+    def __init__(self, model: Any, backend: Any):
+        super().__init__(model, backend.xp, backend.has_float64)
+        self.values = {k: backend.xp.zeros((), dtype=self._to, device=backend.device) for k in self.values}
+
+    def add_means(self, loss: Any, y: Any, p: Any, n: int) -> None:
+        v = self.values
+        v["loss"] += self._wide(loss) * n
+        for metric in self.mean_metrics:
+            v[metric.name] += self._wide(metric.batch_total(self.xp, y, p))
+
+    def reset(self) -> None:
+        for a in self.values.values():
+            a[...] = 0.0
+        self.states = {m.name: m.fresh() for m in self.model.metrics if m.stateful}
+        self.count = 0
+
+
+class CapturedSteps:
+    """``fit``'s full-size batches as one training step recorded as a device graph and replayed
+    per batch (``compile(jit_compile=True)`` on a backend that ``captures_steps``: CuPy).
+
+    The graph holds the whole step: gathering the batch (data on the device: from a static index
+    array the loop fills before each replay; host data: copied into static arrays), forward, loss,
+    backward, the optimizer update and the epoch sums. What a replay cannot know is fed through
+    0-d device arrays: the learning rate (written when it changes, so schedules and callbacks
+    still drive it) and the step count (Adam's bias correction). Stateful metrics are updated
+    after each replay from the step's predictions.
+
+    The graph is recorded before the first step, so a step that cannot be recorded (random draws
+    such as Dropout's, reading values back to the host, a layer replacing its weight arrays
+    instead of updating them) raises ``ValueError`` with nothing trained. It is recorded again
+    when a weight's array is replaced between steps (``set_weights`` in a callback).
+
+    >>> steps = CapturedSteps(loop, batches, sums); loss, y, p = steps.run(idx)
+    """
+
+    def __init__(self, loop: "Loop", train: Batches, sums: DeviceSums):
+        backend = loop.backend
+        xp, dev = backend.xp, backend.device
+        self.loop, self.model, self.backend, self.sums = loop, loop.model, backend, sums
+        self.size = train.batch_size
+        self.train = train
+        if train.on_device:
+            self.idx = xp.zeros((self.size,), dtype=xp.int64, device=dev)
+            self.inputs = None
+        else:
+            self.inputs = [xp.zeros((self.size, *a.shape[1:]), dtype=backend.dtype(str(a.dtype)), device=dev)
+                           for a in train.arrays]
+        wide = xp.float64 if backend.has_float64 else xp.float32
+        self.lr = xp.zeros((), dtype=wide, device=dev)
+        self.t = xp.zeros((), dtype=wide, device=dev)
+        self._lr_host = self._t_host = None
+        self.recorded = None
+        self._bound: tuple = ()
+
+    def _body(self) -> tuple[Any, Any, Any]:
+        batch = self.train.gather(self.idx) if self.inputs is None else list(self.inputs)
+        x, y, *w = batch
+        self.t += 1.0
+        with self.model.optimizer.device_scalars(self.lr, self.t):
+            loss, p = self.loop.step(x, y, *w)
+        self.sums.add_means(loss, y, p, self.size)
+        return loss, y, p
+
+    def _bindings(self) -> tuple:
+        opt = self.model.optimizer
+        return (tuple((w, w.value) for w in self.model.weights),
+                tuple((w, tuple(s)) for w, s in opt._slots.items()))
+
+    @staticmethod
+    def _same(a: tuple, b: tuple) -> bool:
+        return len(a[0]) == len(b[0]) and len(a[1]) == len(b[1]) and all(
+            w is v and x is y for (w, x), (v, y) in zip(a[0], b[0])) and all(
+            w is v and len(x) == len(y) and all(i is j for i, j in zip(x, y)) for (w, x), (v, y) in zip(a[1], b[1]))
+
+    def _capture(self) -> None:
+        model, opt = self.model, self.model.optimizer
+        slots = dict(opt._slots)
+        for w in model.trainable_weights:  # the slots exist before the graph reads them
+            opt._slots_for(w, self.backend)
+        before = self._bindings()
+        iterations = opt.iterations
+        self.recorded = None
+        try:
+            self.recorded = self.backend.capture(self._body)
+            problem = None if self._same(before, self._bindings()) else (
+                "a layer or the optimizer replaced an array instead of updating it in place")
+        except Exception as e:
+            problem = f"{type(e).__name__}: {e}"
+        finally:
+            opt.iterations = iterations
+        if problem is not None:
+            self.recorded = None
+            for w, value in before[0]:
+                w.value = value
+            opt._slots = slots
+            raise ValueError(f"compile(jit_compile=True): this model's training step cannot be recorded as a "
+                             f"device graph ({problem}). Steps that draw random numbers (Dropout), read values "
+                             f"back to the host, or replace weight arrays cannot be; compile with "
+                             f"jit_compile=False to train step by step.")
+        self._bound = before
+        self._t_host = None
+
+    def run(self, item: Any) -> tuple[Any, Any, Any]:
+        """Replay the step on one full batch: ``item`` is its device indices (data on the device)
+        or its arrays. Returns the step's ``(loss, y, predictions)`` arrays."""
+        if self.recorded is None or not self._same(self._bound, self._bindings()):
+            self._capture()
+        opt = self.model.optimizer
+        lr = opt.learning_rate
+        if lr != self._lr_host:
+            self.lr[...] = lr
+            self._lr_host = lr
+        if opt.iterations != self._t_host:
+            self.t[...] = float(opt.iterations)
+        if self.inputs is None:
+            self.idx[...] = item
+        else:
+            for a, b in zip(self.inputs, item):
+                a[...] = b
+        self.recorded.launch()
+        opt.iterations += 1
+        self._t_host = opt.iterations
+        loss, y, p = self.recorded.result
+        self.sums.add_states(y, p)
+        self.sums.count += self.size
+        return loss, y, p
 
 
 class Loop:
@@ -162,6 +324,12 @@ class Loop:
         self.model.apply_gradients(grads, step.saved)
         return step.loss, step.predictions
 
+    def step(self, x: Any, y: Any, sample_weight: Any = None) -> tuple[Any, Any]:
+        """``train_step`` without the first step's checks (what a recorded step holds)."""
+        step = self.model.compute_gradients(x, y, self.backend, sample_weight=sample_weight)
+        self.model.apply_gradients(self.reduce(step.grads), step.saved)
+        return step.loss, step.predictions
+
     def reduce(self, grads: dict) -> dict:
         """Combine gradients across processes (one process: nothing to combine)."""
         return grads
@@ -186,6 +354,7 @@ class Loop:
 
     def _epochs(self, train, epochs, initial_epoch, validation, batch_hooks, live) -> None:
         model, cbs = self.model, self.callbacks
+        graph = self._captured(train)
         for epoch in range(initial_epoch, epochs):
             if getattr(model, "_dropout_rng", None) is not None:
                 model._dropout_rng.new_epoch()  # a device generator is reseeded from the saved host state
@@ -194,13 +363,21 @@ class Loop:
             if self.verbose == 1:
                 _progbar.message(header)
             bar = _progbar.Progbar(len(train), self.verbose, prefix=header if self.verbose == 2 else "")
-            sums = self.new_sums(True)
+            if graph is None:
+                sums, batches = self.new_sums(True), train
+            else:
+                sums, batches = graph.sums, (train.indices() if train.on_device else train)
+                sums.reset()
             done = 0
-            for step, (start, stop, (xb, yb, *wb)) in enumerate(train):
+            for step, (start, stop, batch) in enumerate(batches):
                 if batch_hooks:
                     cbs.call("on_train_batch_begin", step, sums.running())
-                loss, p = self.train_step(xb, yb, *wb)
-                sums.add(loss, yb, p, stop - start)
+                if graph is not None and stop - start == graph.size and not self._check_next_step:
+                    graph.run(batch)
+                else:
+                    xb, yb, *wb = train.gather(batch) if graph is not None and train.on_device else batch
+                    loss, p = self.train_step(xb, yb, *wb)
+                    sums.add(loss, yb, p, stop - start)
                 done = step + 1
                 if batch_hooks:
                     cbs.call("on_train_batch_end", step, sums.running())
@@ -215,6 +392,20 @@ class Loop:
             bar.update(done, final=True, extra=logs)
             if model.stop_training:
                 break
+
+    def _captured(self, train: Batches) -> CapturedSteps | None:
+        """The recorded step for ``compile(jit_compile=True)``, where the backend records graphs."""
+        if not getattr(self.model, "jit_compile", False):
+            return None
+        if not self.backend.captures_steps or train.shard is not None or type(self).reduce is not Loop.reduce:
+            where = "data-parallel training" if train.shard is not None else f"the {self.backend.name} backend"
+            warnings.warn(f"compile(jit_compile=True): {where} runs each training step as it comes; only a "
+                          f"single process on a backend that records device graphs (cupy) replays a recorded "
+                          f"step.", RuntimeWarning, stacklevel=4)
+            return None
+        graph = CapturedSteps(self, train, DeviceSums(self.model, self.backend))
+        graph._capture()
+        return graph
 
     # -- evaluate ---------------------------------------------------------------------------
     def evaluate(self, batches: Batches, in_fit: bool = False) -> dict[str, float]:

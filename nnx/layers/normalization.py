@@ -207,9 +207,12 @@ class BatchNormalization(Layer):
         """
         if not isinstance(saved, _Normalized):
             return
-        m = self.momentum
-        self.moving_mean.value = self.moving_mean.value * m + saved.mean * (1.0 - m)
-        self.moving_variance.value = self.moving_variance.value * m + saved.var * (1.0 - m)
+        m = self.momentum  # in place: a step recorded as a device graph keeps updating these arrays
+        mean, var = self.moving_mean.value, self.moving_variance.value
+        mean *= m
+        mean += saved.mean * (1.0 - m)
+        var *= m
+        var += saved.var * (1.0 - m)
 
     def get_config(self) -> dict:
         return {
