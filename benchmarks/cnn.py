@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import functools
 import os
 import platform
 import statistics
@@ -33,6 +34,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import nnx  # noqa: E402
+from mlp import print_ratios  # noqa: E402  (beside this file)
 
 LR = 0.01
 
@@ -70,9 +72,9 @@ def initial_weights(seed: int = 0) -> list[np.ndarray]:
 
 
 # -- (a) nnx ---------------------------------------------------------------------------------
-def run_nnx(x, y, batch_size, epochs, backend):
+def run_nnx(x, y, batch_size, epochs, backend, jit_compile=False):
     model = build_nnx()
-    model.compile(optimizer=nnx.optimizers.SGD(LR), loss="sparse_categorical_crossentropy")
+    model.compile(optimizer=nnx.optimizers.SGD(LR), loss="sparse_categorical_crossentropy", jit_compile=jit_compile)
     model.set_weights(initial_weights())
     xd, yd = nnx.asarray(x), nnx.asarray(y)
     backend.synchronize()
@@ -251,6 +253,8 @@ def main() -> None:
     nnx.seed(0)
     x, y = make_data(args.samples)
     variants = {"nnx": run_nnx, "floor": run_floor}
+    if backend.captures_steps:  # fit with its step recorded as a device graph (jit_compile=True)
+        variants["graph"] = functools.partial(run_nnx, jit_compile=True)
     torch_run = torch_runner(backend)
     if torch_run is not None:
         variants["torch"] = torch_run
@@ -276,14 +280,7 @@ def main() -> None:
     medians = {k: statistics.median(v) for k, v in times.items()}
     for name, t in medians.items():
         print(f"{name:<8}{t:>10.4f}{samples / t:>12,.0f}{losses[name]:>11.4f}")
-    others = [k for k in medians if k != "nnx"]
-    print("ratios of medians: " + ", ".join(f"nnx/{k} {medians['nnx'] / medians[k]:.3f}" for k in others))
-    if args.rounds >= 3:  # each round's nnx time over the same round's other times: robust to drift
-        paired = []
-        for k in others:
-            q1, q2, q3 = statistics.quantiles(sorted(a / b for a, b in zip(times["nnx"], times[k])), n=4)
-            paired.append(f"nnx/{k} {q2:.3f} [{q1:.3f}, {q3:.3f}]")
-        print("paired per-round ratios, median [quartiles]: " + ", ".join(paired))
+    print_ratios(times, medians)
     if args.profile or args.quick:
         profile(x, y, args.batch_size, args.epochs, backend)
 

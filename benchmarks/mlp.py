@@ -15,6 +15,7 @@ nnx/torch.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import statistics
@@ -49,10 +50,10 @@ def initial_weights(seed: int = 0) -> list[np.ndarray]:
 
 
 # -- (a) nnx ---------------------------------------------------------------------------------
-def run_nnx(x, y, batch_size, epochs, backend):
+def run_nnx(x, y, batch_size, epochs, backend, jit_compile=False):
     model = nnx.Sequential([nnx.Input((SIZES[0],)), nnx.Dense(SIZES[1], activation="relu"),
                             nnx.Dense(SIZES[2], activation="relu"), nnx.Dense(SIZES[3], activation="softmax")])
-    model.compile(optimizer=nnx.optimizers.SGD(LR), loss="sparse_categorical_crossentropy")
+    model.compile(optimizer=nnx.optimizers.SGD(LR), loss="sparse_categorical_crossentropy", jit_compile=jit_compile)
     model.set_weights(initial_weights())
     xd, yd = nnx.asarray(x), nnx.asarray(y)
     backend.synchronize()
@@ -239,6 +240,20 @@ def parse_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
     return args
 
 
+def print_ratios(times: dict[str, list[float]], medians: dict[str, float]) -> None:
+    """nnx's (and the recorded-step variant's) ratios to every other variant: of the medians, and
+    the median and quartiles of the per-round ratios (robust to the machine drifting)."""
+    heads = [h for h in ("nnx", "graph") if h in medians]
+    pairs = [(h, k) for h in heads for k in medians if k not in heads]
+    print("ratios of medians: " + ", ".join(f"{h}/{k} {medians[h] / medians[k]:.3f}" for h, k in pairs))
+    if len(times["nnx"]) >= 3:
+        paired = []
+        for h, k in pairs:
+            q1, q2, q3 = statistics.quantiles(sorted(a / b for a, b in zip(times[h], times[k])), n=4)
+            paired.append(f"{h}/{k} {q2:.3f} [{q1:.3f}, {q3:.3f}]")
+        print("paired per-round ratios, median [quartiles]: " + ", ".join(paired))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="nnx MLP training speed vs the matmul floor and PyTorch")
     parser.add_argument("--backend", default="numpy", choices=["numpy", "cupy", "array_api_strict"])
@@ -248,6 +263,8 @@ def main() -> None:
     nnx.seed(0)
     x, y = make_data(args.samples)
     variants = {"nnx": run_nnx, "floor": run_floor, "hand": run_hand}
+    if backend.captures_steps:  # fit with its step recorded as a device graph (jit_compile=True)
+        variants["graph"] = functools.partial(run_nnx, jit_compile=True)
     if backend.name == "numpy":
         variants["tuned"] = run_tuned
     torch_run = torch_runner(backend)
@@ -277,15 +294,7 @@ def main() -> None:
     medians = {k: statistics.median(v) for k, v in times.items()}
     for name, t in medians.items():
         print(f"{name:<8}{t:>10.4f}{samples / t:>12,.0f}{losses[name]:>11.4f}")
-    print("ratios of medians: " + ", ".join(f"nnx/{k} {medians['nnx'] / medians[k]:.3f}" for k in medians if k != "nnx"))
-    if args.rounds >= 3:  # each round's nnx time over the same round's other times: robust to drift
-        paired = []
-        for k in medians:
-            if k != "nnx":
-                r = sorted(a / b for a, b in zip(times["nnx"], times[k]))
-                q1, q2, q3 = statistics.quantiles(r, n=4)
-                paired.append(f"nnx/{k} {q2:.3f} [{q1:.3f}, {q3:.3f}]")
-        print("paired per-round ratios, median [quartiles]: " + ", ".join(paired))
+    print_ratios(times, medians)
 
 
 if __name__ == "__main__":
