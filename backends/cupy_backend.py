@@ -73,7 +73,10 @@ class CupyBackend(Backend):
 
     def uniform(self, shape: tuple[int, ...], dtype: Any) -> Any:
         from ..random import active_stream
+        from .cupy_graph import capturing
 
+        if capturing():  # a replayed draw would not follow the model's dropout stream
+            raise NotImplementedError("random draws (Dropout) cannot be recorded in a CUDA graph")
         stream = active_stream()
         with self.device:
             rng = self._rng if stream is None else stream.device_generator(self, self._cupy.random.default_rng)

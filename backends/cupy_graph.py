@@ -136,22 +136,20 @@ class CapturedStep:
             self.stream = cp.cuda.Stream()  # blocking: ordered with the default stream
             handle = cp.cuda.device.get_cublas_handle()
             cp.cuda.Device().synchronize()
-            cublas.setPointerMode(handle, cublas.CUBLAS_POINTER_MODE_HOST)
+            cublas.setPointerMode(handle, getattr(cublas, "CUBLAS_POINTER_MODE_HOST", 0))
             cublas.setStream(handle, self.stream.ptr)
-            graph = None
             with self.stream, cp.cuda.using_allocator(self.pool.malloc), _no_host_arrays(cp):
                 self.stream.begin_capture()
                 _capturing = True
                 try:
                     self.result = fn()
-                finally:
+                except BaseException:
                     _capturing = False
-                    try:
-                        graph = self.stream.end_capture()
-                    except Exception:
-                        if self.stream.is_capturing():
-                            raise
-            self.graph = graph
+                    with contextlib.suppress(Exception):
+                        self.stream.end_capture()
+                    raise
+                _capturing = False
+                self.graph = self.stream.end_capture()
             self.graph.upload(self.stream)
 
     def launch(self) -> None:
