@@ -6,6 +6,7 @@ A training step is spelled out as three calls: the model computes gradients, the
 """
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Mapping
@@ -184,51 +185,64 @@ class DeviceSums(Sums):
         self.count = 0
 
 
+class _Recording:
+    """One recorded step for one batch size: its static inputs and the recorded graph."""
+
+    def __init__(self, size: int, idx: Any, inputs: list[Any] | None):
+        self.size, self.idx, self.inputs = size, idx, inputs
+        self.recorded: Any = None
+        self.bound: tuple = ()
+
+
 class CapturedSteps:
-    """``fit``'s full-size batches as one training step recorded as a device graph and replayed
-    per batch (``compile(jit_compile=True)`` on a backend that ``captures_steps``: CuPy).
+    """``fit``'s training step recorded as a device graph and replayed per batch
+    (``compile(jit_compile=True)`` on a backend that ``captures_steps``: CuPy): one recording for
+    the batch size, and one more for a smaller last batch.
 
     The graph holds the whole step: gathering the batch (data on the device: from a static index
     array the loop fills before each replay; host data: copied into static arrays), forward, loss,
     backward, the optimizer update and the epoch sums. What a replay cannot know is fed through
     0-d device arrays: the learning rate (written when it changes, so schedules and callbacks
     still drive it) and the step count (Adam's bias correction). Stateful metrics are updated
-    after each replay from the step's predictions.
+    after each replay from the step's predictions. Fit's first step runs as it comes, with its
+    checks.
 
-    The graph is recorded before the first step, so a step that cannot be recorded (random draws
+    The step is recorded before the first step, so a step that cannot be recorded (random draws
     such as Dropout's, reading values back to the host, a layer replacing its weight arrays
     instead of updating them) raises ``ValueError`` with nothing trained. It is recorded again
     when a weight's array is replaced between steps (``set_weights`` in a callback).
 
-    >>> steps = CapturedSteps(loop, batches, sums); loss, y, p = steps.run(idx)
+    >>> steps = CapturedSteps(loop, batches, sums); loss, y, p = steps.run(idx, 32)
     """
 
     def __init__(self, loop: "Loop", train: Batches, sums: DeviceSums):
         backend = loop.backend
         xp, dev = backend.xp, backend.device
-        self.loop, self.model, self.backend, self.sums = loop, loop.model, backend, sums
-        self.size = train.batch_size
-        self.train = train
-        if train.on_device:
-            self.idx = xp.zeros((self.size,), dtype=xp.int64, device=dev)
-            self.inputs = None
-        else:
-            self.inputs = [xp.zeros((self.size, *a.shape[1:]), dtype=backend.dtype(str(a.dtype)), device=dev)
-                           for a in train.arrays]
+        self.loop, self.model, self.backend, self.sums, self.train = loop, loop.model, backend, sums, train
         wide = xp.float64 if backend.has_float64 else xp.float32
         self.lr = xp.zeros((), dtype=wide, device=dev)
         self.t = xp.zeros((), dtype=wide, device=dev)
         self._lr_host = self._t_host = None
-        self.recorded = None
-        self._bound: tuple = ()
+        self._recordings: dict[int, _Recording] = {}
 
-    def _body(self) -> tuple[Any, Any, Any]:
-        batch = self.train.gather(self.idx) if self.inputs is None else list(self.inputs)
-        x, y, *w = batch
+    def _recording(self, size: int) -> _Recording:
+        rec = self._recordings.get(size)
+        if rec is None:
+            backend, xp, dev = self.backend, self.backend.xp, self.backend.device
+            if self.train.on_device:
+                rec = _Recording(size, xp.zeros((size,), dtype=xp.int64, device=dev), None)
+            else:
+                rec = _Recording(size, None, [xp.zeros((size, *a.shape[1:]), dtype=backend.dtype(str(a.dtype)),
+                                                       device=dev) for a in self.train.arrays])
+            self._recordings[size] = rec
+        return rec
+
+    def _body(self, rec: _Recording) -> tuple[Any, Any, Any]:
+        x, y, *w = self.train.gather(rec.idx) if rec.inputs is None else rec.inputs
         self.t += 1.0
         with self.model.optimizer.device_scalars(self.lr, self.t):
             loss, p = self.loop.step(x, y, *w)
-        self.sums.add_means(loss, y, p, self.size)
+        self.sums.add_means(loss, y, p, rec.size)
         return loss, y, p
 
     def _bindings(self) -> tuple:
@@ -242,16 +256,22 @@ class CapturedSteps:
             w is v and x is y for (w, x), (v, y) in zip(a[0], b[0])) and all(
             w is v and len(x) == len(y) and all(i is j for i, j in zip(x, y)) for (w, x), (v, y) in zip(a[1], b[1]))
 
-    def _capture(self) -> None:
+    def record(self, size: int) -> None:
+        """Record the step for batches of ``size`` (again, if it was recorded before).
+
+        Raises:
+            ValueError: the step cannot be recorded; every weight and slot is as it was.
+        """
         model, opt = self.model, self.model.optimizer
+        rec = self._recording(size)
         slots = dict(opt._slots)
         for w in model.trainable_weights:  # the slots exist before the graph reads them
             opt._slots_for(w, self.backend)
         before = self._bindings()
         iterations = opt.iterations
-        self.recorded = None
+        rec.recorded = None
         try:
-            self.recorded = self.backend.capture(self._body)
+            recorded = self.backend.capture(functools.partial(self._body, rec))
             problem = None if self._same(before, self._bindings()) else (
                 "a layer or the optimizer replaced an array instead of updating it in place")
         except Exception as e:
@@ -259,7 +279,6 @@ class CapturedSteps:
         finally:
             opt.iterations = iterations
         if problem is not None:
-            self.recorded = None
             for w, value in before[0]:
                 w.value = value
             opt._slots = slots
@@ -267,14 +286,14 @@ class CapturedSteps:
                              f"device graph ({problem}). Steps that draw random numbers (Dropout), read values "
                              f"back to the host, or replace weight arrays cannot be; compile with "
                              f"jit_compile=False to train step by step.")
-        self._bound = before
-        self._t_host = None
+        rec.recorded, rec.bound = recorded, before
 
-    def run(self, item: Any) -> tuple[Any, Any, Any]:
-        """Replay the step on one full batch: ``item`` is its device indices (data on the device)
-        or its arrays. Returns the step's ``(loss, y, predictions)`` arrays."""
-        if self.recorded is None or not self._same(self._bound, self._bindings()):
-            self._capture()
+    def run(self, item: Any, size: int) -> tuple[Any, Any, Any]:
+        """Replay the step on one batch of ``size`` samples: ``item`` is its device indices (data
+        on the device) or its arrays. Returns the step's ``(loss, y, predictions)`` arrays."""
+        rec = self._recording(size)
+        if rec.recorded is None or not self._same(rec.bound, self._bindings()):
+            self.record(size)
         opt = self.model.optimizer
         lr = opt.learning_rate
         if lr != self._lr_host:
@@ -282,17 +301,17 @@ class CapturedSteps:
             self._lr_host = lr
         if opt.iterations != self._t_host:
             self.t[...] = float(opt.iterations)
-        if self.inputs is None:
-            self.idx[...] = item
+        if rec.inputs is None:
+            rec.idx[...] = item
         else:
-            for a, b in zip(self.inputs, item):
+            for a, b in zip(rec.inputs, item):
                 a[...] = b
-        self.recorded.launch()
+        rec.recorded.launch()
         opt.iterations += 1
         self._t_host = opt.iterations
-        loss, y, p = self.recorded.result
+        loss, y, p = rec.recorded.result
         self.sums.add_states(y, p)
-        self.sums.count += self.size
+        self.sums.count += size
         return loss, y, p
 
 
@@ -372,8 +391,8 @@ class Loop:
             for step, (start, stop, batch) in enumerate(batches):
                 if batch_hooks:
                     cbs.call("on_train_batch_begin", step, sums.running())
-                if graph is not None and stop - start == graph.size and not self._check_next_step:
-                    graph.run(batch)
+                if graph is not None and not self._check_next_step:
+                    graph.run(batch, stop - start)
                 else:
                     xb, yb, *wb = train.gather(batch) if graph is not None and train.on_device else batch
                     loss, p = self.train_step(xb, yb, *wb)
@@ -404,7 +423,7 @@ class Loop:
                           f"step.", RuntimeWarning, stacklevel=4)
             return None
         graph = CapturedSteps(self, train, DeviceSums(self.model, self.backend))
-        graph._capture()
+        graph.record(min(train.batch_size, train.n))
         return graph
 
     # -- evaluate ---------------------------------------------------------------------------

@@ -22,7 +22,7 @@ class _Rerun:
     """Stands in for a device graph: records nothing, replays by running the step again."""
 
     def __init__(self, fn):
-        steps = fn.__self__
+        steps = fn.func.__self__  # functools.partial(CapturedSteps._body, recording)
         xp = steps.backend.xp
         model, opt = steps.model, steps.model.optimizer
         arrays = [w.value for w in model.weights] + [a for s in opt._slots.values() for a in s]
@@ -108,8 +108,27 @@ def test_recorded_steps_train_as_step_by_step(backend, recorder, optimizer):
                 "sgd": lambda: nnx.optimizers.SGD(0.1)}.get(optimizer, lambda: nnx.optimizers.get(optimizer))
     x, y = _data()
     _fit_both(lambda jit: _model(make_opt(), metrics=["accuracy"], jit=jit), x, y, _tol(backend),
-              epochs=3, batch_size=16)  # 70 samples: four full batches and one of 6, eager
-    assert len(recorder) == 1  # recorded once for the whole fit
+              epochs=3, batch_size=16)  # 70 samples: four batches of 16 and one of 6
+    assert len(recorder) == 2  # recorded once for each batch size, for the whole fit
+
+
+def test_only_the_first_step_runs_step_by_step(backend, recorder, monkeypatch):
+    """Fit's first step runs as it comes (it is checked before it is applied); every other step,
+    the smaller last batch included, is a replay."""
+    eager_steps = []
+    real = nnx.training.Loop.train_step
+
+    def counted(self, x, y, sample_weight=None):
+        eager_steps.append(int(x.shape[0]))
+        return real(self, x, y, sample_weight)
+
+    monkeypatch.setattr(nnx.training.Loop, "train_step", counted)
+    x, y = _data()
+    model = _model("adam", jit=True)
+    model.fit(x, y, epochs=3, batch_size=16, verbose=0)
+    assert eager_steps == [16] and model.optimizer.iterations == 15
+    model.fit(x, y, epochs=1, batch_size=32, verbose=0)
+    assert eager_steps == [16, 32] and model.optimizer.iterations == 18
 
 
 def test_rate_changes_reach_the_recorded_step(backend, recorder):
