@@ -269,13 +269,13 @@ class CapturedSteps:
             opt._slots_for(w, self.backend)
         before = self._bindings()
         iterations = opt.iterations
-        rec.recorded = None
+        rec.recorded = cause = None
         try:
             recorded = self.backend.capture(functools.partial(self._body, rec))
             problem = None if self._same(before, self._bindings()) else (
                 "a layer or the optimizer replaced an array instead of updating it in place")
         except Exception as e:
-            problem = f"{type(e).__name__}: {e}"
+            problem, cause = f"{type(e).__name__}: {e}", e
         finally:
             opt.iterations = iterations
         if problem is not None:
@@ -285,7 +285,7 @@ class CapturedSteps:
             raise ValueError(f"compile(jit_compile=True): this model's training step cannot be recorded as a "
                              f"device graph ({problem}). Steps that draw random numbers (Dropout), read values "
                              f"back to the host, or replace weight arrays cannot be; compile with "
-                             f"jit_compile=False to train step by step.")
+                             f"jit_compile=False to train step by step.") from cause
         rec.recorded, rec.bound = recorded, before
 
     def run(self, item: Any, size: int) -> tuple[Any, Any, Any]:
