@@ -81,8 +81,16 @@ class ConvOps:
     def im2col(self, x: Any, window: Pair, strides: Pair, dilation: Pair, out_hw: Pair) -> Any:
         """Patches of the (already padded) ``x``: (n, Ho, Wo, kh * kw * c), columns ordered
         (i, j, channel)."""
-        patches = [x[:, rows, cols, :] for rows, cols in _taps(window, strides, dilation, out_hw)]
-        return patches[0] if len(patches) == 1 else self.xp.concat(patches, axis=-1)
+        taps = _taps(window, strides, dilation, out_hw)
+        if len(taps) == 1:
+            return x[:, taps[0][0], taps[0][1], :]
+        n, c = x.shape[0], x.shape[-1]
+        # each tap copied into its column block (CuPy's concatenate of more than 8 arrays copies
+        # a table of pointers from the host, which a step recorded as a CUDA graph cannot hold)
+        out = self.xp.empty((n, *out_hw, len(taps) * c), dtype=x.dtype, device=self.device)
+        for k, (rows, cols) in enumerate(taps):
+            out[..., k * c:(k + 1) * c] = x[:, rows, cols, :]
+        return out
 
     def col2im(self, cols: Any, padded_shape: tuple[int, ...], window: Pair, strides: Pair, dilation: Pair) -> Any:
         """The adjoint of ``im2col``: each column block of ``cols`` (n, Ho, Wo, kh * kw * c)

@@ -144,6 +144,21 @@ def test_rate_changes_reach_the_recorded_step(backend, recorder):
     assert graphed.optimizer.learning_rate == pytest.approx(0.1)
 
 
+def test_recorded_convolutional_steps(backend, recorder):
+    """Convolutions (3x3: nine taps gathered), a convolution paired with its max pooling, average
+    pooling and Flatten, recorded and replayed."""
+    rng = np.random.default_rng(8)
+    x = rng.uniform(size=(40, 8, 8, 2)).astype("float32")
+    y = rng.integers(0, 3, size=40)
+
+    def make(jit):
+        return _model("adam", [nnx.Input((8, 8, 2)), nnx.Conv2D(4, 3, padding="same", activation="relu"),
+                               nnx.MaxPooling2D(2), nnx.Conv2D(3, 3, activation="tanh"),
+                               nnx.AveragePooling2D(2), nnx.Flatten(), nnx.Dense(3, activation="softmax")],
+                      metrics=["accuracy"], jit=jit)
+    _fit_both(make, x, y, _tol(backend) * 5, epochs=2, batch_size=16)
+
+
 def test_a_rate_of_zero_freezes_the_recorded_step(backend, recorder):
     x, y = _data()
     model = _model(nnx.optimizers.SGD(0.0), jit=True)
