@@ -29,15 +29,22 @@ class _Rerun:
         arrays += [*steps.sums.values.values(), steps.t]
         saved = [xp.asarray(a, copy=True) for a in arrays]
         self.fn, self.opt = fn, opt
+        self.bound = [(w, w.value) for w in model.weights]
         self.result = tuple(xp.asarray(r, copy=True) for r in fn())  # (NumPy's loss is a scalar)
         # a capture writes nothing: undo what running the step wrote
         for a, b in zip(arrays, saved):
             a[...] = b
 
     def launch(self):
+        # a graph reads and writes the arrays it was recorded with, whatever the weights hold now
+        now = [(w, w.value) for w, _ in self.bound]
+        for w, a in self.bound:
+            w.value = a
         iterations = self.opt.iterations  # a replay runs no Python: the loop counts the step
         new = self.fn()
         self.opt.iterations = iterations
+        for w, a in now:
+            w.value = a
         for a, b in zip(self.result, new):
             a[...] = b
 
