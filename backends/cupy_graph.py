@@ -16,7 +16,8 @@ Rules a captured step follows (checked where they can be):
 - No host synchronisation and no host data inside the step: ``cupy.asarray``/``cupy.array`` of
   host values raise while capturing (a recorded host copy would re-read a freed staging buffer).
 - The graph runs on a blocking stream, so it is ordered with the work the caller issues on the
-  default stream before and after each replay (copying the next batch's indices, reading sums).
+  default (legacy) stream before and after each replay (copying the next batch's indices,
+  reading sums); recording refuses to start when another stream is current.
 """
 from __future__ import annotations
 
@@ -35,8 +36,10 @@ def capturing() -> bool:
 
 @functools.lru_cache(maxsize=None)
 def _cublas() -> Any:
-    for name in ("libcublas.so.13", "libcublas.so.12", "libcublas.so.11", "libcublas.so",
-                 "cublas64_13.dll", "cublas64_12.dll", "cublas64_11.dll"):
+    import cupy as cp
+
+    major = cp.cuda.runtime.runtimeGetVersion() // 1000  # the cuBLAS of CuPy's own CUDA, not another
+    for name in (f"libcublas.so.{major}", f"cublas64_{major}.dll"):
         try:
             lib = ctypes.CDLL(name)
         except OSError:
@@ -49,8 +52,8 @@ def _cublas() -> Any:
                           ctypes.POINTER(ctype), ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_int,
                           ctypes.POINTER(ctype), ctypes.c_void_p, ctypes.c_int]
         return lib
-    raise NotImplementedError("the cuBLAS library could not be loaded through ctypes, so matrix products "
-                              "cannot be recorded in a CUDA graph")
+    raise NotImplementedError(f"the cuBLAS library of CUDA {major} could not be loaded through ctypes, so matrix "
+                              f"products cannot be recorded in a CUDA graph")
 
 
 def _column_major(a: Any, cp: Any) -> tuple[int, int, Any]:
@@ -132,6 +135,10 @@ class CapturedStep:
         global _capturing
         self._cp = cp
         self.pool = cp.cuda.MemoryPool()  # the graph's temporaries: their addresses stay the graph's
+        if cp.cuda.get_current_stream().ptr != 0:
+            raise NotImplementedError("a recorded step is ordered with CuPy's default stream; fit was called with "
+                                      "another stream current (a `with cupy.cuda.Stream()` block, or "
+                                      "CUPY_CUDA_PER_THREAD_DEFAULT_STREAM)")
         with device:
             self.stream = cp.cuda.Stream()  # blocking: ordered with the default stream
             handle = cp.cuda.device.get_cublas_handle()

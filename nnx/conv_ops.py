@@ -4,8 +4,8 @@ The Array API has no convolution, ``as_strided``, ``pad`` or scatter-add, so eve
 built from slices:
 
 - padding is a slice assignment into a buffer filled with the pad value;
-- ``im2col`` concatenates the ``kh * kw`` strided slices ``x[:, i:i + s*Ho:s, j:j + s*Wo:s, :]``
-  (dilation scales ``i`` and ``j``) along the channel axis, in the order (i, j, channel) that a
+- ``im2col`` copies the ``kh * kw`` strided slices ``x[:, i:i + s*Ho:s, j:j + s*Wo:s, :]``
+  (dilation scales ``i`` and ``j``) into consecutive blocks of the channel axis, in the order (i, j, channel) that a
   kernel of shape (kh, kw, in, filters) has when reshaped to (kh * kw * in, filters);
 - a convolution is then one matrix product, and its input gradient is ``col2im``: the same
   slices, added (``+=``) into a zero buffer.

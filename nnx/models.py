@@ -517,7 +517,7 @@ class Sequential(Layer):
                 or an ``nnx.losses.Loss``.
             metrics: a list of names (``"accuracy"``, ``"mae"``, …) or ``Metric`` instances.
             jit_compile: on the cupy backend, ``fit`` records its training step once as a CUDA
-                graph and replays it for each full batch: one launch per step instead of dozens,
+                graph and replays it for each batch: one launch per step instead of dozens,
                 for models whose step is short (see ``nnx.training.CapturedSteps``). Steps
                 that draw random numbers (Dropout) cannot be recorded: ``fit`` raises
                 ``ValueError`` before training. Other backends run step by step, with a

@@ -185,6 +185,11 @@ class DeviceSums(Sums):
         self.count = 0
 
 
+def _trainable_flags(layer: Any) -> tuple:
+    """Every layer's ``trainable`` flag, nested models included, in order."""
+    return tuple((sub.trainable, _trainable_flags(sub)) for sub in getattr(layer, "_layers", ()))
+
+
 class _Recording:
     """One recorded step for one batch size: its static inputs and the recorded graph."""
 
@@ -209,8 +214,12 @@ class CapturedSteps:
 
     The step is recorded before the first step, so a step that cannot be recorded (random draws
     such as Dropout's, reading values back to the host, a layer replacing its weight arrays
-    instead of updating them) raises ``ValueError`` with nothing trained. It is recorded again
-    when a weight's array is replaced between steps (``set_weights`` in a callback).
+    instead of updating them, float16 products) raises ``ValueError`` with nothing trained. It
+    is recorded again when a weight's array is replaced between steps (``set_weights`` in a
+    callback), when a layer is frozen or unfrozen, or when one of the optimizer's numbers other
+    than the rate changes (``momentum``, ``beta_1``, …). Other settings read in Python while the
+    step was recorded (a layer's own attributes, such as BatchNormalization's ``momentum``) hold
+    until the next ``fit``.
 
     >>> steps = CapturedSteps(loop, batches, sums); loss, y, p = steps.run(idx, 32)
     """
@@ -246,13 +255,20 @@ class CapturedSteps:
         return loss, y, p
 
     def _bindings(self) -> tuple:
+        """What a recording holds fixed: the weight and slot arrays it reads and writes (by
+        identity), and the settings read in Python while it was recorded: which weights train
+        (a frozen BatchNormalization also runs in inference mode) and the optimizer's numbers
+        other than its rate and count."""
         opt = self.model.optimizer
+        settings = (tuple(id(w) for w in self.model.trainable_weights), _trainable_flags(self.model),
+                    tuple((k, v) for k, v in vars(opt).items()
+                          if k not in ("iterations", "_learning_rate") and isinstance(v, (bool, int, float))))
         return (tuple((w, w.value) for w in self.model.weights),
-                tuple((w, tuple(s)) for w, s in opt._slots.items()))
+                tuple((w, tuple(s)) for w, s in opt._slots.items()), settings)
 
     @staticmethod
     def _same(a: tuple, b: tuple) -> bool:
-        return len(a[0]) == len(b[0]) and len(a[1]) == len(b[1]) and all(
+        return len(a[0]) == len(b[0]) and len(a[1]) == len(b[1]) and a[2] == b[2] and all(
             w is v and x is y for (w, x), (v, y) in zip(a[0], b[0])) and all(
             w is v and len(x) == len(y) and all(i is j for i, j in zip(x, y)) for (w, x), (v, y) in zip(a[1], b[1]))
 
@@ -284,8 +300,8 @@ class CapturedSteps:
             opt._slots = slots
             raise ValueError(f"compile(jit_compile=True): this model's training step cannot be recorded as a "
                              f"device graph ({problem}). Steps that draw random numbers (Dropout), read values "
-                             f"back to the host, or replace weight arrays cannot be; compile with "
-                             f"jit_compile=False to train step by step.") from cause
+                             f"back to the host, replace weight arrays or multiply float16 arrays cannot be; "
+                             f"compile with jit_compile=False to train step by step.") from cause
         rec.recorded, rec.bound = recorded, before
 
     def run(self, item: Any, size: int) -> tuple[Any, Any, Any]:
@@ -373,7 +389,7 @@ class Loop:
 
     def _epochs(self, train, epochs, initial_epoch, validation, batch_hooks, live) -> None:
         model, cbs = self.model, self.callbacks
-        graph = self._captured(train)
+        graph = self._captured(train) if epochs > initial_epoch else None
         for epoch in range(initial_epoch, epochs):
             if getattr(model, "_dropout_rng", None) is not None:
                 model._dropout_rng.new_epoch()  # a device generator is reseeded from the saved host state

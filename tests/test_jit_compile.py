@@ -1,5 +1,5 @@
 """compile(jit_compile=True): fit records its training step once as a device graph (CuPy: a CUDA
-graph) and replays it per full batch. Trained weights, logs and optimizer counts must equal those
+graph) and replays it per batch. Trained weights, logs and optimizer counts must equal those
 of the step-by-step loop.
 
 On cupy the real CUDA graph runs. On numpy and array_api_strict, which record no graphs, a stand-in
@@ -18,6 +18,12 @@ import pytest
 import nnx
 
 
+def _all_layers(layer):
+    yield layer
+    for sub in getattr(layer, "_layers", ()):
+        yield from _all_layers(sub)
+
+
 class _Rerun:
     """Stands in for a device graph: records nothing, replays by running the step again."""
 
@@ -30,21 +36,28 @@ class _Rerun:
         saved = [xp.asarray(a, copy=True) for a in arrays]
         self.fn, self.opt = fn, opt
         self.bound = [(w, w.value) for w in model.weights]
+        self.flags = [(layer, layer._trainable) for layer in _all_layers(model)]
         self.result = tuple(xp.asarray(r, copy=True) for r in fn())  # (NumPy's loss is a scalar)
         # a capture writes nothing: undo what running the step wrote
         for a, b in zip(arrays, saved):
             a[...] = b
 
     def launch(self):
-        # a graph reads and writes the arrays it was recorded with, whatever the weights hold now
+        # a graph reads and writes the arrays it was recorded with, whatever the weights hold now,
+        # and trains the weights that were trainable then
         now = [(w, w.value) for w, _ in self.bound]
+        now_flags = [(layer, layer._trainable) for layer, _ in self.flags]
         for w, a in self.bound:
             w.value = a
+        for layer, flag in self.flags:
+            layer._trainable = flag
         iterations = self.opt.iterations  # a replay runs no Python: the loop counts the step
         new = self.fn()
         self.opt.iterations = iterations
         for w, a in now:
             w.value = a
+        for layer, flag in now_flags:
+            layer._trainable = flag
         for a, b in zip(self.result, new):
             a[...] = b
 
@@ -206,6 +219,25 @@ def test_set_weights_between_steps_records_the_step_again(backend, recorder):
     start = _model("sgd").get_weights()
     _fit_both(lambda jit: _model("sgd", jit=jit), x, y, _tol(backend), epochs=2, batch_size=16,
               callbacks=[Reset(start)])
+
+
+def test_freezing_a_layer_between_epochs_records_the_step_again(backend, recorder):
+    """Which weights train, and a BatchNormalization's mode, are fixed when the step is recorded:
+    freezing a layer mid-fit (fine-tuning) records it again."""
+
+    class Freeze(nnx.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 0:
+                for layer in self.model.layers[:2]:
+                    layer.trainable = False
+
+    def make(jit):
+        return _model(nnx.optimizers.SGD(0.05, momentum=0.5),
+                      [nnx.Input((6,)), nnx.Dense(8), nnx.BatchNormalization(), nnx.Activation("relu"),
+                       nnx.Dense(3, activation="softmax")], jit=jit)
+    x, y = _data()
+    eager, graphed = _fit_both(make, x, y, _tol(backend) * 10, epochs=3, batch_size=16, callbacks=[Freeze()])
+    assert len(recorder) == 4  # two batch sizes, recorded again once the layers are frozen
 
 
 def test_host_data_is_copied_into_the_recorded_step(backend, recorder, monkeypatch):
