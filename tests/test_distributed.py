@@ -217,16 +217,19 @@ from mpi4py import MPI
 import nnx
 from nnx import distributed
 
-distributed.init(MPI.COMM_SELF)  # one rank: the reducers' arithmetic, on every backend here
-cases = [("numpy", None), ("array_api_strict", "device1"), ("array_api_strict", "no_float64")]
-if "cupy" in nnx.available_backends():
-    from cupy.cuda import nccl
-    if nccl.available:
-        cases.append(("cupy", 0))  # a one-rank NCCL communicator
+import sys
+
+distributed.init(MPI.COMM_SELF)  # one rank: the reducers' arithmetic
+if sys.argv[1] == "host":
+    cases = [("numpy", None), ("array_api_strict", "device1"), ("array_api_strict", "no_float64")]
+else:
+    cases = [("cupy", 0)]  # a one-rank NCCL communicator
 checked = []
 for name, device in cases:
     with nnx.use_backend(name, device) as b:
         reducer = distributed._HostReducer(MPI.COMM_SELF) if name != "cupy" else b.gradient_reducer(MPI.COMM_SELF)
+        if name == "cupy":
+            assert type(reducer).__name__ == "NcclReducer", reducer
         dtypes = (("float16",) if name != "array_api_strict" else ()) + ("float32",)
         for dtype in dtypes + (("float64",) if device != "no_float64" else ()):
             rng = np.random.default_rng(0)
@@ -246,12 +249,27 @@ print("checked", *checked)
 """
 
 
-def test_reducers_on_one_rank():
-    """The packing and unpacking around the allreduce, on one rank (MPI.COMM_SELF): every backend
-    here, NCCL on a machine with CuPy and a GPU."""
+def _reducers(which: str) -> subprocess.CompletedProcess:
     pytest.importorskip("mpi4py", reason="mpi4py is not installed (pip install -e '.[distributed]')")
     env = {k: v for k, v in os.environ.items() if k != "NNX_BACKEND"}
-    done = subprocess.run([sys.executable, "-c", _REDUCERS], stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                          timeout=TIMEOUT, env=env)
+    done = subprocess.run([sys.executable, "-c", _REDUCERS, which], stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, timeout=TIMEOUT, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "checked numpy array_api_strict array_api_strict" in done.stdout
+    return done
+
+
+def test_reducers_on_one_rank():
+    """The packing and unpacking around the host allreduce, on one rank (MPI.COMM_SELF), on numpy
+    and array_api_strict."""
+    assert "checked numpy array_api_strict array_api_strict" in _reducers("host").stdout
+
+
+def test_nccl_reducer_on_one_rank():
+    """The same through a one-rank NCCL communicator, where CuPy has a GPU and NCCL."""
+    if "cupy" not in nnx.available_backends():
+        pytest.skip("no usable CUDA device for cupy")
+    from cupy.cuda import nccl
+
+    if not nccl.available:
+        pytest.skip("NCCL is not available to CuPy (the CUDA extras install nvidia-nccl)")
+    assert "checked cupy" in _reducers("nccl").stdout
