@@ -106,8 +106,8 @@ class Dense(Layer):
         return self.activation
 
     def forward(self, x, training=False):
-        y, act_saved = self.ops.bias_activation(self.ops.matmul(x, self.kernel.value), self.bias.value if self.use_bias else None,
-                                                self.activation)
+        y, act_saved = self.ops.bias_activation(self.ops.matmul(x, self.kernel.value),
+                                                self.bias.value if self.use_bias else None, self.activation)
         return y, (x, act_saved)
 
     def backward(self, saved, dy, need_dx=True):
