@@ -262,7 +262,7 @@ class CapturedSteps:
         opt = self.model.optimizer
         settings = (tuple(id(w) for w in self.model.trainable_weights), _trainable_flags(self.model),
                     tuple((k, v) for k, v in vars(opt).items()
-                          if k not in ("iterations", "_learning_rate") and isinstance(v, (bool, int, float))))
+                          if k not in ("iterations", "_learning_rate") and (v is None or isinstance(v, (bool, int, float)))))
         return (tuple((w, w.value) for w in self.model.weights),
                 tuple((w, tuple(s)) for w, s in opt._slots.items()), settings)
 
