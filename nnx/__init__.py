@@ -7,6 +7,30 @@ running on NumPy (CPU), CuPy (CUDA GPU) or any Array API namespace with an adapt
 """
 from __future__ import annotations
 
+
+def _checkout_adapters() -> None:
+    """Imported from a source checkout that was not installed, ``nnx.backends`` is the
+    ``backends/`` folder beside ``nnx/``, as installing maps it."""
+    import importlib.util
+    import os
+    import sys
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    beside = os.path.join(os.path.dirname(here), "backends")
+    name = f"{__name__}.backends"
+    if (name in sys.modules or os.path.isdir(os.path.join(here, "backends"))
+            or not os.path.isfile(os.path.join(beside, "__init__.py"))):
+        return
+    spec = importlib.util.spec_from_file_location(name, os.path.join(beside, "__init__.py"),
+                                                  submodule_search_locations=[beside])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    setattr(sys.modules[__name__], "backends", module)
+
+
+_checkout_adapters()
+
 from . import activations, callbacks, distributed, initializers, layers, losses, metrics, models, ops, optimizers, regularizers
 from .backend import (
     Backend,

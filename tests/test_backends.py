@@ -105,3 +105,23 @@ def test_no_float64_in_float32_training(backend):
     for a in [w.value for w in model.weights] + slots:
         assert a.dtype == backend.xp.float32
     assert model.predict(x).dtype == backend.xp.float32
+
+
+def test_a_source_checkout_imports_its_adapters(tmp_path):
+    """Run from a checkout that was not installed (``nnx/`` and ``backends/`` side by side), the
+    adapters load from ``backends/`` as ``nnx.backends``, as installing maps them."""
+    import shutil
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if not os.path.isdir(os.path.join(root, "backends")):
+        pytest.skip("backends/ is not beside tests/ (the suite runs from a copy)")
+    for folder in ("nnx", "backends"):
+        shutil.copytree(os.path.join(root, folder), tmp_path / folder,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    script = ("import nnx; b = nnx.set_backend('numpy'); "
+              "print(nnx.backends.__file__); print(type(b.ops).__module__)")
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=60, env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert done.returncode == 0, done.stderr
+    path, module = done.stdout.split()
+    assert path == str(tmp_path / "backends" / "__init__.py") and module == "nnx.backends.numpy_ops"
