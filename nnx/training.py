@@ -254,23 +254,18 @@ class CapturedSteps:
         self.sums.add_means(loss, y, p, rec.size)
         return loss, y, p
 
-    def _bindings(self) -> tuple:
-        """What a recording holds fixed: the weight and slot arrays it reads and writes (by
-        identity), and the settings read in Python while it was recorded: which weights train
-        (a frozen BatchNormalization also runs in inference mode) and the optimizer's numbers
-        other than its rate and count."""
-        opt = self.model.optimizer
-        settings = (tuple(id(w) for w in self.model.trainable_weights), _trainable_flags(self.model),
-                    tuple((k, v) for k, v in vars(opt).items()
-                          if k not in ("iterations", "_learning_rate") and (v is None or isinstance(v, (bool, int, float)))))
-        return (tuple((w, w.value) for w in self.model.weights),
-                tuple((w, tuple(s)) for w, s in opt._slots.items()), settings)
-
-    @staticmethod
-    def _same(a: tuple, b: tuple) -> bool:
-        return len(a[0]) == len(b[0]) and len(a[1]) == len(b[1]) and a[2] == b[2] and all(
-            w is v and x is y for (w, x), (v, y) in zip(a[0], b[0])) and all(
-            w is v and len(x) == len(y) and all(i is j for i, j in zip(x, y)) for (w, x), (v, y) in zip(a[1], b[1]))
+    def _bindings(self) -> tuple[tuple, tuple]:
+        """``(arrays, key)``: the weight and slot arrays a recording reads and writes, and a key
+        that changes when any of them is replaced or a setting read in Python while recording
+        changes (which weights train, so a frozen BatchNormalization's inference mode, and the
+        optimizer's numbers other than its rate and count). Arrays enter the key by ``id``; the
+        recording keeps them alive, so an ``id`` cannot be reused while it is compared."""
+        model, opt = self.model, self.model.optimizer
+        arrays = tuple([w.value for w in model.weights] + [a for s in opt._slots.values() for a in s])
+        numbers = tuple((k, v) for k, v in vars(opt).items() if k not in ("iterations", "_learning_rate")
+                        and (v is None or isinstance(v, (bool, int, float))))
+        trainable = (tuple(map(id, model.trainable_weights)), _trainable_flags(model))
+        return arrays, (tuple(map(id, arrays)), tuple(map(id, opt._slots)), trainable, numbers)
 
     def record(self, size: int) -> None:
         """Record the step for batches of ``size`` (again, if it was recorded before).
@@ -284,18 +279,19 @@ class CapturedSteps:
         for w in model.trainable_weights:  # the slots exist before the graph reads them
             opt._slots_for(w, self.backend)
         before = self._bindings()
+        values = [(w, w.value) for w in model.weights]
         iterations = opt.iterations
         rec.recorded = cause = None
         try:
             recorded = self.backend.capture(functools.partial(self._body, rec))
-            problem = None if self._same(before, self._bindings()) else (
+            problem = None if before[1] == self._bindings()[1] else (
                 "a layer or the optimizer replaced an array instead of updating it in place")
         except Exception as e:
             problem, cause = f"{type(e).__name__}: {e}", e
         finally:
             opt.iterations = iterations
         if problem is not None:
-            for w, value in before[0]:
+            for w, value in values:
                 w.value = value
             opt._slots = slots
             raise ValueError(f"compile(jit_compile=True): this model's training step cannot be recorded as a "
@@ -308,7 +304,7 @@ class CapturedSteps:
         """Replay the step on one batch of ``size`` samples: ``item`` is its device indices (data
         on the device) or its arrays. Returns the step's ``(loss, y, predictions)`` arrays."""
         rec = self._recording(size)
-        if rec.recorded is None or not self._same(rec.bound, self._bindings()):
+        if rec.recorded is None or rec.bound[1] != self._bindings()[1]:
             self.record(size)
         opt = self.model.optimizer
         lr = opt.learning_rate

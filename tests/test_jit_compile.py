@@ -240,6 +240,21 @@ def test_freezing_a_layer_between_epochs_records_the_step_again(backend, recorde
     assert len(recorder) == 4  # two batch sizes, recorded again once the layers are frozen
 
 
+def test_changing_an_optimizer_setting_records_the_step_again(backend, recorder):
+    """An optimizer's numbers other than the rate (momentum here) are read in Python while the
+    step is recorded: changing one mid-fit records the step again."""
+
+    class NoMomentum(nnx.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 0:
+                self.model.optimizer.momentum = 0.0
+
+    x, y = _data()
+    _fit_both(lambda jit: _model(nnx.optimizers.SGD(0.05, momentum=0.9), jit=jit), x, y, _tol(backend),
+              epochs=2, batch_size=16, callbacks=[NoMomentum()])
+    assert len(recorder) == 4
+
+
 def test_host_data_is_copied_into_the_recorded_step(backend, recorder, monkeypatch):
     """Data too large for the device stays on the host; its batches are copied into the step's
     static arrays."""
