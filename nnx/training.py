@@ -62,7 +62,7 @@ class Batches:
                 batch = [a[start:stop, ...] for a in self.arrays]
             elif self.on_device:
                 idx = order_dev[start:stop]
-                batch = [backend.xp.take(a, idx, axis=0) for a in self.arrays]
+                batch = self.gather(idx)
             else:
                 idx = order[start:stop]
                 batch = [a[idx] for a in self.arrays]

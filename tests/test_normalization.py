@@ -480,3 +480,19 @@ def test_float16_statistics_do_not_overflow(backend):
     mm, mv = model.layers[0].get_weights()[2:]
     np.testing.assert_allclose(mm, 0.5 * x.mean(0), rtol=2e-3)
     np.testing.assert_allclose(mv, 0.5 + 0.5 * x.var(0), rtol=2e-3)
+
+
+def test_float16_statistics_of_small_variance_inputs(backend):
+    """The float16 statistics are clipped to float16's range only: a variance well below 1 reaches
+    the moving variance as it is."""
+    if getattr(backend.xp, "float16", None) is None:
+        pytest.skip("this namespace has no float16")
+    nnx.set_floatx("float16")
+    rng = np.random.default_rng(17)
+    x16 = (rng.normal(size=(64, 2)) * [0.05, 0.3] + [2.0, -1.0]).astype("float16")
+    x = x16.astype("float64")
+    model = nnx.Sequential([nnx.Input(2), BatchNormalization(momentum=0.5)])
+    model.compile("sgd", "mse")
+    model.fit(x16, np.zeros((64, 2)), batch_size=64, epochs=1, verbose=0)
+    mv = model.layers[0].get_weights()[3]
+    np.testing.assert_allclose(mv, 0.5 + 0.5 * x.var(0), rtol=2e-3)
