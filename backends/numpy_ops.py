@@ -9,6 +9,7 @@ import numpy as np
 
 from ..activations import Linear, ReLU, Sigmoid, Softmax, Tanh
 from ..ops import Ops
+from . import numpy_blas
 from .numpy_conv import _BITS, NumpyConvOps, _select
 
 
@@ -64,11 +65,16 @@ _BACKWARD = {Linear: lambda dy, y: dy, ReLU: _relu_backward, Tanh: _tanh_backwar
 
 class NumpyOps(NumpyConvOps, Ops):
     """In-place NumPy kernels for the common activations, the bias gradient, sparse cross-entropy,
-    the optimizer updates, and a scatter-add (``np.add.at``) for the Embedding gradient;
-    strided-view convolutions and pooling (``NumpyConvOps``)."""
+    the optimizer updates (SGD's through BLAS ``axpy`` when NumPy's CBLAS is found: ``blas``), and
+    a scatter-add (``np.add.at``) for the Embedding gradient; strided-view convolutions and pooling
+    (``NumpyConvOps``)."""
 
     name = "numpy"
     fast_activations = frozenset(_FORWARD)
+
+    def __init__(self, xp, device):
+        super().__init__(xp, device)
+        self.blas = numpy_blas.find()  # None: SGD's update stays with NumPy's ufuncs
 
     def bias_activation(self, z, b, act):
         forward = _FORWARD.get(type(act))
@@ -113,6 +119,19 @@ class NumpyOps(NumpyConvOps, Ops):
         return g if g.flags.writeable and g.base is None else g.copy()
 
     def sgd_update(self, w, g, velocity, lr, momentum, nesterov):
+        blas = self.blas
+        if blas is not None and isinstance(lr, float) and blas.usable(g, w) \
+                and (velocity is None or blas.usable(g, velocity)):
+            if velocity is None:  # w -= lr g: one pass instead of scaling g, then subtracting it
+                blas.axpy(-lr, g, w)
+            else:
+                blas.axpby(-lr, g, momentum, velocity)  # v = m v - lr g
+                if nesterov:  # w += m v - lr g
+                    blas.axpy(momentum, velocity, w)
+                    blas.axpy(-lr, g, w)
+                else:
+                    blas.axpy(1.0, velocity, w)
+            return
         g = self._owned(g)
         g *= w.dtype.type(lr)
         if velocity is None:

@@ -237,3 +237,65 @@ def test_sum_rows(fused, layout):
     expected = _portable(fused).sum_rows(ad)
     assert_close(fused.ops.sum_rows(ad), expected, scale=KERNEL_SCALE)
     np.testing.assert_allclose(nnx.to_numpy(expected), a.astype(np.float64).sum(axis=0), rtol=1e-5, atol=1e-5)
+
+
+def _numpy_blas(fused):
+    """The NumPy backend's BLAS, or a skip saying why there is none to test."""
+    if fused.name != "numpy":
+        pytest.skip(f"{fused.describe()}: BLAS axpy is the NumPy backend's SGD kernel")
+    blas = fused.ops.blas
+    if blas is None:
+        config = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        # NumPy's own wheels bundle scipy-openblas: there it must be found
+        assert config.get("name") != "scipy-openblas", "NumPy's bundled OpenBLAS was not found"
+        pytest.skip(f"no CBLAS found in this process (NumPy's BLAS: {config.get('name')})")
+    return blas
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_numpy_blas_axpy_and_axpby(fused, dtype):
+    blas = _numpy_blas(fused)
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(300, 7)).astype(dtype), rng.normal(size=(300, 7)).astype(dtype)
+    assert blas.usable(x, y)
+    out = y.copy()
+    blas.axpy(-0.3, x, out)
+    tol = 4 * float(np.finfo(dtype).eps)  # a fused multiply-add rounds once
+    np.testing.assert_allclose(out, y.astype(np.float64) - 0.3 * x, rtol=tol, atol=tol)
+    out = y.copy()
+    blas.axpby(0.7, x, -1.5, out)
+    np.testing.assert_allclose(out, 0.7 * x.astype(np.float64) - 1.5 * y, rtol=tol, atol=tol)
+    # what BLAS must not be handed: other dtypes, views that are not C-contiguous, read-only targets
+    assert not blas.usable(x.astype("float16"), y.astype("float16"))
+    assert not blas.usable(x.T, y.T) and not blas.usable(x[:, ::2], y[:, ::2])
+    assert not blas.usable(x, y[:-1]) and not blas.usable(x, y.astype("float32" if dtype == "float64" else "float64"))
+    assert not blas.usable(x, np.broadcast_to(y[0], y.shape))
+
+
+@pytest.mark.parametrize("make", OPTIMIZERS[:3], ids=OPTIMIZER_IDS[:3])
+def test_numpy_sgd_update_takes_blas(fused, monkeypatch, make):
+    """SGD's update on NumPy goes through BLAS when it was found (each variant), with the
+    portable update's result; a gradient BLAS cannot take (a transposed view) gives the same."""
+    blas = _numpy_blas(fused)
+    calls = []
+    for name in ("axpy", "axpby"):
+        original = getattr(blas, name)
+        monkeypatch.setattr(blas, name, lambda *a, _f=original, _n=name: (calls.append(_n), _f(*a))[1])
+    w0, g = _arrays((6, 4), 1), _arrays((6, 4), 2)
+    results = {}
+    for layout in ("contiguous", "transposed", "portable"):
+        weight = nnx.Weight("w", nnx.asarray(w0.copy()))
+        opt = make()
+        ops = _portable(fused) if layout == "portable" else fused.ops
+        for _ in range(3):  # momentum: the velocity carries over
+            gd = nnx.asarray(g.copy()) if layout != "transposed" else nnx.asarray(np.ascontiguousarray(g.T)).T
+            opt.apply({weight: gd}, type("B", (), {"ops": ops, "xp": fused.xp, "device": fused.device})())
+        results[layout] = nnx.to_numpy(weight.value)
+        if layout == "contiguous":
+            assert calls, "the NumPy SGD update did not call BLAS"
+            calls.clear()
+        else:
+            assert not calls, f"{layout}: BLAS called with an array it cannot take"
+    assert_close(results["contiguous"], results["portable"], scale=KERNEL_SCALE)
+    assert_close(results["transposed"], results["portable"], scale=KERNEL_SCALE)
+    assert not np.allclose(results["portable"], w0)

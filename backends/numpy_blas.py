@@ -1,0 +1,126 @@
+"""BLAS level-1 updates for NumPy arrays, from the CBLAS that NumPy itself links.
+
+NumPy has no fused ``y += a * x``: ``w -= lr * g`` is two passes over the gradient (scale it, then
+subtract it), where BLAS's ``axpy`` is one pass (and OpenBLAS runs it on every core). ``find()``
+looks for the CBLAS library NumPy loaded (its wheels bundle OpenBLAS with renamed symbols,
+``scipy_cblas_saxpy64_``), checks that the functions compute what they should on a probe, and
+returns ``None`` when there is no such library: the caller keeps NumPy's ufuncs then.
+
+>>> blas = find(); blas.axpy(-0.01, g, w)   # w -= 0.01 * g, in one pass
+"""
+from __future__ import annotations
+
+import ctypes
+import glob
+import os
+import sys
+
+import numpy as np
+
+# symbol spellings, most specific first: NumPy's wheels (scipy-openblas, 64-bit ints), then plain
+# OpenBLAS / reference CBLAS with and without the 64-bit-int suffix
+_SPELLINGS = ("scipy_cblas_{}64_", "cblas_{}64_", "scipy_cblas_{}", "cblas_{}")
+_LIBRARY_WORDS = ("openblas", "blas", "mkl_rt", "accelerate")
+
+
+def _loaded_libraries() -> list[str]:
+    """Shared libraries the process has mapped whose name says BLAS (Linux), then those bundled
+    beside NumPy (its wheels' ``numpy.libs`` / ``.dylibs``)."""
+    paths: list[str] = []
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                path = line.split()[-1] if "/" in line else ""
+                name = os.path.basename(path).lower()
+                if path not in paths and any(w in name for w in _LIBRARY_WORDS) and ".so" in name:
+                    paths.append(path)
+    except OSError:
+        pass
+    root = os.path.dirname(os.path.abspath(np.__file__))
+    for pattern in ("../numpy.libs/*blas*", ".dylibs/*blas*", "../numpy.libs/*.dll"):
+        for path in sorted(glob.glob(os.path.join(root, pattern))):
+            if path not in paths:
+                paths.append(path)
+    return paths
+
+
+class Blas:
+    """``axpy`` (``y += a x``) and ``axpby`` (``y = a x + b y``) on contiguous float32 / float64
+    NumPy arrays of one size, in place on ``y``. The integer arguments are passed as 64-bit
+    registers, which both 32- and 64-bit-int CBLAS builds read correctly for sizes below 2**31
+    (``usable`` refuses larger ones)."""
+
+    def __init__(self, functions: dict[tuple[str, type], ctypes._CFuncPtr]):
+        self._f = functions
+
+    @staticmethod
+    def usable(x: np.ndarray, y: np.ndarray) -> bool:
+        """Whether ``x`` and ``y`` can go to BLAS: same float32/float64 dtype, same shape, both
+        C-contiguous, ``y`` writeable, fewer than 2**31 entries."""
+        return (x.dtype == y.dtype and x.dtype.type in (np.float32, np.float64) and x.shape == y.shape
+                and x.flags.c_contiguous and y.flags.c_contiguous and y.flags.writeable and x.size < 2 ** 31)
+
+    def axpy(self, a: float, x: np.ndarray, y: np.ndarray) -> None:
+        """``y += a * x`` in one pass (check ``usable`` first)."""
+        self._f["axpy", x.dtype.type](x.size, a, x.ctypes.data, 1, y.ctypes.data, 1)
+
+    def axpby(self, a: float, x: np.ndarray, b: float, y: np.ndarray) -> None:
+        """``y = a * x + b * y`` in one pass (check ``usable`` first)."""
+        self._f["axpby", x.dtype.type](x.size, a, x.ctypes.data, 1, b, y.ctypes.data, 1)
+
+
+def _bind(lib: ctypes.CDLL, spelling: str) -> dict | None:
+    """The four functions under ``spelling`` (``"cblas_{}"``: ``cblas_saxpy``, …), or None."""
+    i, p = ctypes.c_int64, ctypes.c_void_p
+    out = {}
+    for op in ("axpy", "axpby"):
+        for dtype, letter, real in ((np.float32, "s", ctypes.c_float), (np.float64, "d", ctypes.c_double)):
+            f = getattr(lib, spelling.format(letter + op), None)
+            if f is None:
+                return None
+            f.argtypes = [i, real, p, i, p, i] if op == "axpy" else [i, real, p, i, real, p, i]
+            f.restype = None
+            out[op, dtype] = f
+    return out
+
+
+def _probe(blas: Blas) -> bool:
+    """The functions give NumPy's answer on a small case of each dtype (exactly representable)."""
+    for dtype in (np.float32, np.float64):
+        x = np.arange(1, 38, dtype=dtype)
+        y = np.full(37, 3.0, dtype=dtype)
+        blas.axpy(-0.5, x, y)
+        z = np.full(37, 2.0, dtype=dtype)
+        blas.axpby(0.25, x, -2.0, z)
+        if not (np.array_equal(y, 3.0 - 0.5 * x) and np.array_equal(z, 0.25 * x - 4.0)):
+            return False
+    return True
+
+
+_found: list = []
+
+
+def find() -> Blas | None:
+    """The process's CBLAS as a ``Blas``, or None (not found, or wrong on the probe). Searched
+    once; ``NNX_NUMPY_BLAS=0`` turns it off."""
+    if _found:
+        return _found[0]
+    blas = None
+    # 64-bit integer arguments read as 32-bit ones only on a little-endian machine
+    if os.environ.get("NNX_NUMPY_BLAS", "1") != "0" and sys.byteorder == "little":
+        for path in _loaded_libraries():
+            try:
+                lib = ctypes.CDLL(path)
+            except OSError:
+                continue
+            for spelling in _SPELLINGS:
+                functions = _bind(lib, spelling)
+                if functions is not None:
+                    candidate = Blas(functions)
+                    if _probe(candidate):
+                        blas = candidate
+                    break
+            if blas is not None:
+                break
+    _found.append(blas)
+    return blas
