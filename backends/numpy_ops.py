@@ -72,9 +72,16 @@ class NumpyOps(NumpyConvOps, Ops):
     name = "numpy"
     fast_activations = frozenset(_FORWARD)
 
+    #: the smallest weight SGD updates through BLAS: below it NumPy's two passes cost less than
+    #: the foreign call (measured on a 2-core x86-64 VM: equal near 32k float32 entries)
+    blas_min_size = 1 << 15
+
+    matmul = staticmethod(np.matmul)  # ``a @ b`` without a Python frame per product
+
     def __init__(self, xp, device):
         super().__init__(xp, device)
         self.blas = numpy_blas.find()  # None: SGD's update stays with NumPy's ufuncs
+        self._ones: dict = {}  # (length, dtype) -> a row of ones, for ``sum_rows``
 
     def bias_activation(self, z, b, act):
         forward = _FORWARD.get(type(act))
@@ -83,7 +90,7 @@ class NumpyOps(NumpyConvOps, Ops):
         if b is not None:
             np.add(z, b, out=z)
         y = forward(z)
-        return y, self._saved(act, None, y)
+        return y, (y if act.saves == "y" else None)  # every kernel's class keeps y
 
     def activation_backward(self, act, dy, saved):
         backward = _BACKWARD.get(type(act))
@@ -92,7 +99,16 @@ class NumpyOps(NumpyConvOps, Ops):
         return backward(dy, saved)
 
     def sum_rows(self, a):
-        return np.add.reduce(a, axis=0)
+        # a row of ones times ``a``: BLAS's matrix-vector product runs on every core, about three
+        # times as fast as ``np.add.reduce(a, axis=0)`` for a batch of 128 (float16 stays with it)
+        if a.ndim != 2 or a.dtype.type not in (np.float32, np.float64):
+            return np.add.reduce(a, axis=0)
+        ones = self._ones.get((a.shape[0], a.dtype))
+        if ones is None:
+            if len(self._ones) >= 8:  # a few batch sizes are usual: keep the cache small
+                self._ones.clear()
+            ones = self._ones[a.shape[0], a.dtype] = np.ones(a.shape[0], dtype=a.dtype)
+        return ones @ a
 
     def sparse_crossentropy(self, p, labels, eps):
         n, k = p.shape
@@ -120,7 +136,7 @@ class NumpyOps(NumpyConvOps, Ops):
 
     def sgd_update(self, w, g, velocity, lr, momentum, nesterov):
         blas = self.blas
-        if blas is not None and isinstance(lr, float) and blas.usable(g, w) \
+        if blas is not None and w.size >= self.blas_min_size and isinstance(lr, float) and blas.usable(g, w) \
                 and (velocity is None or blas.usable(g, velocity)):
             if velocity is None:  # w -= lr g: one pass instead of scaling g, then subtracting it
                 blas.axpy(-lr, g, w)
@@ -132,7 +148,8 @@ class NumpyOps(NumpyConvOps, Ops):
                 else:
                     blas.axpy(1.0, velocity, w)
             return
-        g = self._owned(g)
+        if not g.flags.writeable or g.base is not None:
+            g = g.copy()  # a read-only view from a user layer (np.broadcast_to): not ours to scale
         g *= w.dtype.type(lr)
         if velocity is None:
             w -= g

@@ -48,7 +48,9 @@ def _check_clip(value: Any, what: str) -> float | None:
 def _like(value: Any, w: Any) -> Any:
     """A rate or step size for ``w``'s update: a Python float as it is, a 0-d device array (a
     captured step's) in ``w``'s dtype."""
-    return value if isinstance(value, numbers.Real) else array_namespace(w).astype(value, w.dtype)
+    if type(value) is float or isinstance(value, numbers.Real):  # the exact type first: the ABC check is slow
+        return value
+    return array_namespace(w).astype(value, w.dtype)
 
 
 def _sum_of_squares(xp: Any, g: Any) -> Any:
@@ -177,9 +179,10 @@ class Optimizer:
         if self.clipnorm is not None or self.clipvalue is not None or self.global_clipnorm is not None:
             grads = self._clip_gradients(grads, backend.xp)
         self.iterations += 1
-        ops = backend.ops
+        ops, made = backend.ops, self._slots
         for weight, g in grads.items():
-            self.update(ops, weight.value, g, self._slots_for(weight, backend), lr)
+            slots = made.get(weight)
+            self.update(ops, weight.value, g, self._slots_for(weight, backend) if slots is None else slots, lr)
 
     @contextlib.contextmanager
     def device_scalars(self, learning_rate: Any, step: Any) -> Iterator[None]:

@@ -178,7 +178,7 @@ MUTANTS: list[Mutant] = [
       "Dense keeps its input and activation on the layer in every forward, inference included",
       "after predict/evaluate, no layer attribute holds an array of the batch"),
     M("bias_grad_all_axes", CORE,
-      "grads[self.bias] = self.ops.sum_rows(dz2)", "grads[self.bias] = self.xp.sum(dz2)",
+      "grads[self.bias] = ops.sum_rows(dz2)", "grads[self.bias] = xp.sum(dz2)",
       "Dense's bias gradient sums over every axis (a scalar broadcast to every unit)",
       "gradient check of a Dense bias with units > 1; or the gradient's shape equals the bias's"),
     M("reshape_backward_to_output_shape", CORE,

@@ -106,8 +106,9 @@ class Dense(Layer):
         return self.activation
 
     def forward(self, x, training=False):
-        y, act_saved = self.ops.bias_activation(self.ops.matmul(x, self.kernel.value),
-                                                self.bias.value if self.use_bias else None, self.activation)
+        ops = self.backend.ops
+        y, act_saved = ops.bias_activation(ops.matmul(x, self.kernel.value), self.bias.value if self.use_bias else None,
+                                           self.activation)
         return y, (x, act_saved)
 
     def backward(self, saved, dy, need_dx=True):
@@ -128,15 +129,15 @@ class Dense(Layer):
 
         >>> dx, grads = dense.backward_from_logits(saved, (p - y) / n)
         """
-        x = saved[0]
+        x, ops = saved[0], self.backend.ops
         grads = {}
         if self.trainable:
             xp = self.xp
             x2, dz2 = (x, dz) if x.ndim == 2 else (xp.reshape(x, (-1, x.shape[-1])), xp.reshape(dz, (-1, self.units)))
-            grads[self.kernel] = self.ops.matmul(x2.T, dz2)
+            grads[self.kernel] = ops.matmul(x2.T, dz2)
             if self.use_bias:
-                grads[self.bias] = self.ops.sum_rows(dz2)
-        return (self.ops.matmul(dz, self.kernel.value.T) if need_dx else None), grads
+                grads[self.bias] = ops.sum_rows(dz2)
+        return (ops.matmul(dz, self.kernel.value.T) if need_dx else None), grads
 
     def get_config(self) -> dict:
         return {
