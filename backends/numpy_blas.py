@@ -60,13 +60,17 @@ class Blas:
         return (x.dtype == y.dtype and x.dtype.type in (np.float32, np.float64) and x.shape == y.shape
                 and x.flags.c_contiguous and y.flags.c_contiguous and y.flags.writeable and x.size < 2 ** 31)
 
+    # the data pointers come from ``__array_interface__`` (built in C), not ``ndarray.ctypes``
+    # (a helper object made in Python on every access)
     def axpy(self, a: float, x: np.ndarray, y: np.ndarray) -> None:
         """``y += a * x`` in one pass (check ``usable`` first)."""
-        self._f["axpy", x.dtype.type](x.size, a, x.ctypes.data, 1, y.ctypes.data, 1)
+        self._f["axpy", x.dtype.type](x.size, a, x.__array_interface__["data"][0], 1,
+                                      y.__array_interface__["data"][0], 1)
 
     def axpby(self, a: float, x: np.ndarray, b: float, y: np.ndarray) -> None:
         """``y = a * x + b * y`` in one pass (check ``usable`` first)."""
-        self._f["axpby", x.dtype.type](x.size, a, x.ctypes.data, 1, b, y.ctypes.data, 1)
+        self._f["axpby", x.dtype.type](x.size, a, x.__array_interface__["data"][0], 1, b,
+                                       y.__array_interface__["data"][0], 1)
 
 
 def _bind(lib: ctypes.CDLL, spelling: str) -> dict | None:

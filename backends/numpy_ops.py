@@ -39,7 +39,7 @@ _FORWARD = {Linear: lambda z: z, ReLU: _relu, Tanh: lambda z: np.tanh(z, out=z),
 def _relu_backward(dy, y):
     # dy where y > 0, else +0 (inf and NaN blocked too), branch-free: np.where branches per element,
     # about five times slower on masks as irregular as ReLU's
-    if dy.dtype.itemsize not in _BITS or dy.shape != y.shape:
+    if dy.itemsize not in _BITS or dy.shape != y.shape:
         return np.where(y > 0, dy, dy.dtype.type(0))
     dx = np.empty(dy.shape, dy.dtype)
     _select(np.greater(y, 0), dy, dx)

@@ -235,7 +235,7 @@ class Sequential(Layer):
         """The pooled pairs, recomputed (with the stateful layers) when ``layers`` was changed in
         place, or a pair's layer (its activation) no longer allows it, since they were."""
         layers, pooled = self._layers, self._pooled
-        if self._planned != layers or any(not layers[i].pools_with(layers[i + 1]) for i in pooled):
+        if self._planned != layers or (pooled and any(not layers[i].pools_with(layers[i + 1]) for i in pooled)):
             self._after_change()
         return self._pooled
 
@@ -470,7 +470,7 @@ class Sequential(Layer):
         backend = backend or self.backend
         xp = backend.xp
         p, saved = self.forward(x, training=True)
-        weighted = {} if sample_weight is None else {"sample_weight": sample_weight}
+        weighted = {} if sample_weight is None else {"sample_weight": sample_weight}  # a user's loss may not take it
         if self._fused:
             loss, dz = self.loss.logits_value_and_gradient(backend.ops, y, p, **weighted)
             dy = None
@@ -481,6 +481,8 @@ class Sequential(Layer):
             loss = loss + penalty
         trainable, first = self._trainable_plan()
         grads = self.backward(saved, dy, need_dx=False, dz=dz, stop=first)[1] if trainable else {}
+        if len(grads) == len(trainable) and all(w.regularizer is None for w in trainable):
+            return Step(loss, p, grads, saved)  # every gradient is of a trainable weight (as is the usual case)
         out = {}
         for w in trainable:
             g = grads[w]

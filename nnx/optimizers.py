@@ -368,7 +368,8 @@ class SGD(Optimizer):
         self.slots = ("momentum",) if self.momentum else ()
 
     def update(self, ops, w, g, slots, lr):
-        ops.sgd_update(w, g, slots[0] if slots else None, _like(lr, w), self.momentum, self.nesterov)
+        ops.sgd_update(w, g, slots[0] if slots else None, lr if type(lr) is float else _like(lr, w), self.momentum,
+                       self.nesterov)
 
     def _own_config(self):
         return {"momentum": self.momentum, "nesterov": self.nesterov}

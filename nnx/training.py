@@ -42,6 +42,8 @@ class Batches:
         self.global_size = 0
         self.n = int(arrays[0].shape[0])
         self.on_device = not _data.is_host(arrays[0])
+        # host batches the backend must copy over (not NumPy's, whose arrays these already are)
+        self.staged = not self.on_device and not backend.owns(arrays[0])
 
     def __len__(self) -> int:
         return math.ceil(self.n / self.batch_size)
@@ -66,10 +68,9 @@ class Batches:
             else:
                 idx = order[start:stop]
                 batch = [a[idx] for a in self.arrays]
-            if not self.on_device:
+            if self.staged:
                 batch = [backend.from_host(a) for a in batch]
             yield start, stop, batch
-
 
     def indices(self) -> Iterator[tuple[int, int, Any]]:
         """``(start, stop, idx)`` for data on the device: each batch's row indices (a device
@@ -139,7 +140,8 @@ class Sums:
 
     def add(self, loss: Any, y: Any, p: Any, n: int) -> None:
         self.add_means(loss, y, p, n)
-        self.add_states(y, p)
+        if self.states:
+            self.add_states(y, p)
         self.count += n
 
     def add_means(self, loss: Any, y: Any, p: Any, n: int) -> None:

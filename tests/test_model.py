@@ -298,7 +298,10 @@ def test_data_too_large_for_the_device_goes_batch_by_batch(backend, monkeypatch)
     monkeypatch.setattr(backend.ops, "fits_in_memory", lambda nbytes: False)
     monkeypatch.setattr(backend, "from_host", lambda a: moved.append(a.shape) or real_from_host(a))
     w_host, h_host = train()
-    assert (16, 2) in moved  # batches crossed one at a time
+    if backend.owns(np.zeros(1)):  # NumPy: a host batch is already the backend's array, nothing to move
+        assert (16, 2) not in moved
+    else:
+        assert (16, 2) in moved  # batches crossed one at a time
     for a, b in zip(w_device, w_host):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
     assert h_device["loss"] == pytest.approx(h_host["loss"], rel=1e-6)

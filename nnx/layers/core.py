@@ -112,7 +112,7 @@ class Dense(Layer):
         return y, (x, act_saved)
 
     def backward(self, saved, dy, need_dx=True):
-        dz = self.ops.activation_backward(self.activation, dy, saved[1])
+        dz = self.backend.ops.activation_backward(self.activation, dy, saved[1])
         return self.backward_from_logits(saved, dz, need_dx)
 
     def backward_from_logits(self, saved: Any, dz: Any, need_dx: bool = True) -> tuple[Any, dict]:
@@ -132,8 +132,10 @@ class Dense(Layer):
         x, ops = saved[0], self.backend.ops
         grads = {}
         if self.trainable:
-            xp = self.xp
-            x2, dz2 = (x, dz) if x.ndim == 2 else (xp.reshape(x, (-1, x.shape[-1])), xp.reshape(dz, (-1, self.units)))
+            x2, dz2 = x, dz
+            if x.ndim != 2:  # (batch, ..., d): the kernel's gradient sums over every leading axis
+                xp = self.xp
+                x2, dz2 = xp.reshape(x, (-1, x.shape[-1])), xp.reshape(dz, (-1, self.units))
             grads[self.kernel] = ops.matmul(x2.T, dz2)
             if self.use_bias:
                 grads[self.bias] = ops.sum_rows(dz2)
