@@ -481,8 +481,12 @@ class Sequential(Layer):
             loss = loss + penalty
         trainable, first = self._trainable_plan()
         grads = self.backward(saved, dy, need_dx=False, dz=dz, stop=first)[1] if trainable else {}
-        if len(grads) == len(trainable) and all(w.regularizer is None for w in trainable):
-            return Step(loss, p, grads, saved)  # every gradient is of a trainable weight (as is the usual case)
+        if len(grads) == len(trainable):  # every gradient is of a trainable weight (the usual case)
+            for w in trainable:
+                if w.regularizer is not None:
+                    break
+            else:
+                return Step(loss, p, grads, saved)
         out = {}
         for w in trainable:
             g = grads[w]
