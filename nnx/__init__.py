@@ -51,6 +51,7 @@ from .layers import (AveragePooling1D, AveragePooling2D, Conv1D, Conv2D, GlobalA
                      ZeroPadding2D)
 from .models import Sequential
 from .random import seed
+from .registry import register
 from .saving import load_model
 
 models.load_model = load_model  # one function, as Keras's keras.models.load_model
@@ -64,7 +65,7 @@ __all__ = [
     "Layer", "Weight", "ReLU", "LeakyReLU", "Softmax", "Reshape", "BatchNormalization", "LayerNormalization", "Embedding", "Conv1D", "Conv2D", "ZeroPadding2D", "MaxPooling1D", "MaxPooling2D",
     "AveragePooling1D", "AveragePooling2D", "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalMaxPooling1D",
     "GlobalMaxPooling2D", "load_model", "models", "ops", "plot_history", "activations", "callbacks", "distributed", "initializers", "layers", "losses",
-    "metrics", "optimizers", "regularizers", "wrappers", "__version__",
+    "metrics", "optimizers", "regularizers", "register", "wrappers", "__version__",
 ]
 
 

@@ -338,16 +338,27 @@ def overflow_error(model: Any, backend: _backend.Backend, what: str, data: dict[
     seen = ", ".join(f"|{name}| up to {_max_abs(a, backend):.3g}" for name, a in data.items())
     largest = max((_max_abs(w, backend) for w in weights), default=0.0)
     hint = "." if str(dtype) == "float64" else ", or the model built in float64 (nnx.set_floatx('float64'))."
+    cause = (f"The data must be scaled (e.g. standardized) to magnitudes the model can square and sum in "
+             f"{dtype}{hint}")
+    if largest > math.sqrt(limit):  # weights no initializer gives: an earlier training diverged
+        cause = (f"Weights this large come from training that diverged (a learning rate too high for this "
+                 f"model and data): lower it and train again from fresh weights. Otherwise: {cause[0].lower()}"
+                 f"{cause[1:]}")
     return NonFiniteResult(
         f"{what} is NaN or inf although the data and the weights are finite: the values computed from "
         f"them overflow {dtype} (largest finite value {limit:.3g}); received {seen}, and weights up to "
-        f"{largest:.3g}. The data must be scaled (e.g. standardized) to magnitudes the model can square and "
-        f"sum in {dtype}{hint}")
+        f"{largest:.3g}. {cause}")
 
 
 def check_first_step(model: Any, backend: _backend.Backend, loss: Any, grads: dict, x: Any, y: Any) -> None:
-    """Before ``fit`` applies its first step: raise ``NonFiniteResult`` when the loss or a gradient
+    """Before ``fit`` applies its first step: raise ``ValueError`` when a gradient's shape is not
+    its weight's (a layer's backward of one's own), ``NonFiniteResult`` when the loss or a gradient
     of the first batch is NaN or inf while the weights are finite (one device read per ``fit``)."""
+    for w, g in grads.items():
+        if tuple(getattr(g, "shape", ())) != tuple(w.value.shape):
+            raise ValueError(f"The gradient a layer's backward returned for {w.path!r} has shape "
+                             f"{_shape_str(tuple(getattr(g, 'shape', ())))}; expected the weight's shape "
+                             f"{_shape_str(tuple(w.value.shape))}. No weight was changed.")
     if all_finite([loss, *grads.values()], backend):
         return
     error = overflow_error(model, backend, "The loss or a gradient of the first training batch", {"x": x, "y": y})

@@ -25,6 +25,18 @@ from . import training as _training
 from .layers.base import Layer, as_int
 
 
+def _broken_contract(layer: Any, method: str, expected: str, received: Any) -> TypeError:
+    """The error for a layer whose ``forward`` or ``backward`` does not return the pair the layer
+    contract asks for (README, "Writing a layer")."""
+    what = type(received).__name__
+    if isinstance(received, tuple):
+        what = f"a tuple of {len(received)}"
+    elif hasattr(received, "shape"):
+        what = f"an array of shape {tuple(received.shape)}"
+    return TypeError(f"Layer {layer.name!r} ({type(layer).__name__}): {method} must return the pair {expected}; "
+                     f"received {what}.")
+
+
 class Step(NamedTuple):
     """What ``compute_gradients`` returns: the batch loss (regularization included), the
     predictions, the gradients keyed by weight record, and each layer's saved context (for a
@@ -359,7 +371,10 @@ class Sequential(Layer):
                     x = layers[i].forward_pooled(x, layers[i + 1], False)[0]
                     i += 2
                 else:
-                    x = layers[i].forward(x, training=False)[0]
+                    out = layers[i].forward(x, training=False)
+                    if type(out) is not tuple or len(out) != 2:
+                        raise _broken_contract(layers[i], "forward", "(y, saved)", out)
+                    x = out[0]
                     i += 1
             return x, None
         token = None
@@ -374,7 +389,10 @@ class Sequential(Layer):
                     saved += [s, None]  # the pair's context is kept at the first of the two
                     i += 2
                 else:
-                    x, s = layers[i].forward(x, training=True)
+                    out = layers[i].forward(x, training=True)
+                    if type(out) is not tuple or len(out) != 2:
+                        raise _broken_contract(layers[i], "forward", "(y, saved)", out)
+                    x, s = out
                     saved.append(s)
                     i += 1
         finally:
@@ -417,7 +435,10 @@ class Sequential(Layer):
             elif i == last and dz is not None:
                 dy, g = layer.backward_from_logits(saved[i], dz, want_dx)
             else:
-                dy, g = layer.backward(saved[i], dy, want_dx)
+                out = layer.backward(saved[i], dy, want_dx)
+                if type(out) is not tuple or len(out) != 2 or not isinstance(out[1], dict):
+                    raise _broken_contract(layer, "backward", "(dx, grads) with grads a dict", out)
+                dy, g = out
             grads.update(g)
         return dy, grads
 
@@ -483,13 +504,16 @@ class Sequential(Layer):
         grads = self.backward(saved, dy, need_dx=False, dz=dz, stop=first)[1] if trainable else {}
         if len(grads) == len(trainable):  # every gradient is of a trainable weight (the usual case)
             for w in trainable:
-                if w.regularizer is not None:
+                if w.regularizer is not None or w not in grads:
                     break
             else:
                 return Step(loss, p, grads, saved)
         out = {}
         for w in trainable:
-            g = grads[w]
+            g = grads.get(w)
+            if g is None:
+                raise ValueError(f"A layer's backward returned no gradient for its trainable weight {w.path!r}: "
+                                 f"grads must map every weight in the layer's trainable_weights to its gradient.")
             if w.regularizer is not None:
                 g = g + w.regularizer.gradient(xp, w.value)
             out[w] = g
@@ -759,7 +783,7 @@ class Sequential(Layer):
         self.history = loop.history
         try:
             return loop.fit(train, epochs, initial_epoch, validation)
-        except _data.NonFiniteResult:
+        except (ValueError, TypeError):  # overflow, a metric or a layer of one's own refused by the first step
             if self.optimizer.iterations == before[1]:  # refused before the first step: as if never called
                 self._set_random_state(before[0])
             raise

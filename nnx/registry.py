@@ -6,6 +6,13 @@ from __future__ import annotations
 from typing import Any, Callable
 
 
+_REGISTRIES: list["Registry"] = []  # every kind, for ``register``
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
 def normalize(name: str) -> str:
     """``"GlorotUniform"``, ``"glorot_uniform"`` and ``"Glorot_Uniform"`` all become ``"glorotuniform"``."""
     return str(name).replace("_", "").replace("-", "").lower()
@@ -22,6 +29,7 @@ class Registry:
         self.base = base
         self._classes: dict[str, Callable[..., Any]] = {}
         self._names: list[str] = []  # the canonical names, for error messages
+        _REGISTRIES.append(self)
 
     def add(self, factory: Callable[..., Any], *names: str) -> Callable[..., Any]:
         """Register ``factory`` (a class or a function returning an instance) under ``names`` and,
@@ -58,5 +66,28 @@ class Registry:
                     return factory(**config)
                 except TypeError as e:
                     raise ValueError(f"Invalid config for {self.kind} {identifier['class_name']!r}: {e}") from None
+        base = self.base.__name__
         raise ValueError(f"Unknown {self.kind} {identifier!r}; expected one of: {', '.join(self.names())}"
-                         f" (or a {self.base.__name__} instance).")
+                         f" (or {_article(base)} {base} instance).")
+
+
+def register(cls: type) -> type:
+    """Make a class of your own (a layer, activation, loss, metric, optimizer, initializer,
+    regularizer or learning-rate schedule) known by its class name and its ``name`` attribute,
+    so that ``load_model`` and ``from_config`` can rebuild models that use it. Use it as a
+    decorator.
+
+    Raises:
+        TypeError: ``cls`` is not a subclass of one of those base classes.
+
+    >>> @nnx.register
+    ... class Square(nnx.activations.ActivationFunction): ...
+    """
+    kinds = [r for r in _REGISTRIES if isinstance(cls, type) and issubclass(cls, r.base)]
+    if not kinds:
+        bases = ", ".join(sorted({r.base.__name__ for r in _REGISTRIES}))
+        raise TypeError(f"register expects a subclass of one of {bases}; received {cls!r}.")
+    name = getattr(cls, "name", None)  # the name configs hold (an activation's, a loss's, ...), if any
+    for r in kinds:
+        r.add(cls, *([name] if isinstance(name, str) and name else []))
+    return cls

@@ -789,7 +789,9 @@ def load_model(filepath: str, compile: bool = True) -> Any:
         except MemoryError:
             raise
         except Exception as e:
-            raise ValueError(f"{filepath!r} holds an invalid model config: {e}") from e
+            hint = (" A class of your own (a layer, activation, loss, …) must be registered before loading: "
+                    "decorate it with @nnx.register." if str(e).startswith("Unknown ") else "")
+            raise ValueError(f"{filepath!r} holds an invalid model config: {e}{hint}") from e
         try:
             model.set_weights(_arrays(arrays, "weight_", meta["weights"]))
         except MemoryError:
