@@ -201,7 +201,7 @@ class VarianceScaling(Initializer):
         return _truncated_normal(shape, math.sqrt(variance) / _TRUNC_STD).astype(dtype)
 
 
-def _preset(name: str, scale: float, mode: str, distribution: str) -> type[VarianceScaling]:
+def _preset(class_name: str, name: str, scale: float, mode: str, distribution: str) -> type[VarianceScaling]:
     def __init__(self):
         VarianceScaling.__init__(self, scale, mode, distribution)
 
@@ -211,23 +211,22 @@ def _preset(name: str, scale: float, mode: str, distribution: str) -> type[Varia
     get_config.__doc__ = Initializer.get_config.__doc__
     doc = (f"{name}: variance {scale:g} / {mode}, {distribution.replace('_', ' ')}.\n\n"
            f"    >>> nnx.Dense(8, kernel_initializer=\"{name}\")\n    ")
-    return type(name, (VarianceScaling,), {"name": name, "__init__": __init__, "get_config": get_config, "__doc__": doc})
+    # Keras's class name, findable in this module: instances pickle (a layer holding one too)
+    return type(class_name, (VarianceScaling,), {"name": name, "__init__": __init__, "get_config": get_config,
+                                                 "__doc__": doc, "__module__": __name__})
 
 
-GlorotUniform = _preset("glorot_uniform", 1.0, "fan_avg", "uniform")
-GlorotNormal = _preset("glorot_normal", 1.0, "fan_avg", "truncated_normal")
-HeUniform = _preset("he_uniform", 2.0, "fan_in", "uniform")
-HeNormal = _preset("he_normal", 2.0, "fan_in", "truncated_normal")
-LecunUniform = _preset("lecun_uniform", 1.0, "fan_in", "uniform")
-LecunNormal = _preset("lecun_normal", 1.0, "fan_in", "truncated_normal")
+GlorotUniform = _preset("GlorotUniform", "glorot_uniform", 1.0, "fan_avg", "uniform")
+GlorotNormal = _preset("GlorotNormal", "glorot_normal", 1.0, "fan_avg", "truncated_normal")
+HeUniform = _preset("HeUniform", "he_uniform", 2.0, "fan_in", "uniform")
+HeNormal = _preset("HeNormal", "he_normal", 2.0, "fan_in", "truncated_normal")
+LecunUniform = _preset("LecunUniform", "lecun_uniform", 1.0, "fan_in", "uniform")
+LecunNormal = _preset("LecunNormal", "lecun_normal", 1.0, "fan_in", "truncated_normal")
 
 registry = Registry("initializer", Initializer)
 for _cls in (Zeros, Ones, Constant, RandomUniform, RandomNormal, TruncatedNormal, VarianceScaling,
              GlorotUniform, GlorotNormal, HeUniform, HeNormal, LecunUniform, LecunNormal):
-    registry.add(_cls, _cls.name)
-for _cls, _name in ((GlorotUniform, "GlorotUniform"), (GlorotNormal, "GlorotNormal"), (HeUniform, "HeUniform"),
-                    (HeNormal, "HeNormal"), (LecunUniform, "LecunUniform"), (LecunNormal, "LecunNormal")):
-    registry.add(_cls, _name)
+    registry.add(_cls, _cls.name)  # and its class name
 registry.add(RandomUniform, "uniform")  # Keras's aliases (Embedding's default is "uniform")
 registry.add(RandomNormal, "normal")
 

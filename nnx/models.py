@@ -1056,8 +1056,15 @@ class Sequential(Layer):
         Returns:
             An int (``summary`` prints it as ``Total params``).
 
+        Raises:
+            ValueError: the model is not built yet (no Input, no input_shape, not fitted), as in Keras.
+
         >>> nnx.Sequential([nnx.Input(4), nnx.Dense(3)]).count_params()   # 15
         """
+        if not self.built:
+            raise ValueError(f"count_params on model {self.name!r}, which is not built: its weights do not exist "
+                             f"until it knows its input shape (start it with nnx.Input(shape), or fit or call it "
+                             f"once).")
         return sum(layer.count_params() for layer in self._layers)
 
     def to_backend(self, name: str | _backend.Backend | None = None, device: Any = None) -> "Sequential":

@@ -59,7 +59,9 @@ def test_metrics_as_a_bare_string_is_refused_and_nothing_changes(backend):
 
 
 def test_keras_class_names_and_regularizer_functions(backend):
-    assert type(nnx.initializers.get("GlorotUniform")).__name__ == "glorot_uniform"
+    init = nnx.initializers.get("GlorotUniform")
+    assert type(init) is nnx.initializers.GlorotUniform and type(init).__name__ == "GlorotUniform"
+    assert init.get_config() == "glorot_uniform" and nnx.initializers.get("glorot_uniform").name == "glorot_uniform"
     assert isinstance(nnx.losses.get("SparseCategoricalCrossentropy"), nnx.losses.SparseCategoricalCrossentropy)
     assert isinstance(nnx.optimizers.get("Adam"), nnx.optimizers.Adam)
     w = np.array([[1.0, -2.0], [0.5, 0.0]])
@@ -150,3 +152,18 @@ def test_a_sequential_inside_a_sequential_trains_and_matches_the_flat_model(back
     outer.fit(x, y, epochs=1, verbose=0)
     for a, b in zip(inner.get_weights(), frozen):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_bare_layer_pickles_and_count_params_needs_a_built_layer(backend):
+    """A layer on its own pickles (its preset initializers are found by their class names), and
+    ``count_params`` on an unbuilt layer or model raises as Keras does instead of giving 0."""
+    import pickle
+
+    layer = pickle.loads(pickle.dumps(nnx.Dense(3, kernel_initializer="he_normal")))
+    assert type(layer.kernel_initializer) is nnx.initializers.HeNormal
+    model = nnx.Sequential([nnx.Input(4), layer])
+    assert layer.count_params() == 15 and model.count_params() == 15
+    with pytest.raises(ValueError, match="not built"):
+        nnx.Dense(3).count_params()
+    with pytest.raises(ValueError, match="not built"):
+        nnx.Sequential([nnx.Dense(3)]).count_params()

@@ -423,8 +423,15 @@ class Layer:
         Returns:
             An int.
 
+        Raises:
+            ValueError: the layer is not built yet (its weights do not exist), as in Keras.
+
         >>> nnx.Dense(3, input_dim=4).count_params()   # 15
         """
+        if not self.built:
+            raise ValueError(f"count_params on layer {self.name!r}, which is not built: its weights do not exist "
+                             f"until it knows its input shape (give it input_shape=, put it in a model after an "
+                             f"Input, or call build(input_shape)).")
         return sum(math.prod(w.shape) for w in self._weights)
 
     def regularization_loss(self) -> Any:
