@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from typing import Any
 
 import numpy as np
 
 from . import backend as _backend
+from .losses import CategoricalCrossentropy
 
 
 def _shape_str(shape: tuple) -> str:
@@ -148,11 +150,18 @@ def check_y(y: Any, n: int, loss: Any, output_shape: tuple[int, ...], backend: _
         if not integral:
             raise ValueError(f"{loss.name} expects integer class labels; received non-integer values in {what}y.")
         if lo < 0 or hi >= units:
+            hint = " (0/1 labels with one sigmoid output need binary_crossentropy)" if units == 1 else ""
             raise ValueError(
-                f"Labels must lie in [0, {units - 1}] for a model with {units} output units; "
-                f"received {what}labels from {lo} to {hi}."
+                f"Labels must lie in [0, {units - 1}] for a model with {units} output unit{'s' * (units != 1)}; "
+                f"received {what}labels from {lo} to {hi}{hint}."
             )
         return y
+    if tuple(output_shape)[-1:] == (1,) and isinstance(loss, CategoricalCrossentropy):
+        # as Keras: each one-entry row normalises to 1, so the loss is 0 and nothing trains
+        warnings.warn(f"categorical_crossentropy expects the model's output to have shape (batch_size, num_classes) "
+                      f"with num_classes > 1; received output shape {_shape_str((None, *output_shape))}. The loss "
+                      f"is 0 for every prediction and nothing trains: for two classes use binary_crossentropy.",
+                      UserWarning, stacklevel=4)
     if y.ndim == 1 and tuple(output_shape) == (1,):
         y = y[:, None]
     if tuple(y.shape[1:]) != tuple(output_shape):

@@ -25,13 +25,14 @@ def render(model: Any, line_length: int = 72) -> str:
     trainable_bytes = non_trainable_bytes = 0
     for i, layer in enumerate(model.layers):
         shape = "?" if layer.output_shape is None else str((None, *layer.output_shape))
-        count = layer.count_params()
+        count = layer.count_params() if layer.built else 0
         label = f"{layer.name} ({type(layer).__name__})"
         if len(label) >= widths[0]:  # as Keras: the class name continues on the next line
             label, more = layer.name, f"({type(layer).__name__})"
         else:
             more = None
-        lines.append(f"{label:<{widths[0]}}{shape:<{widths[1]}}{count:,}")
+        params = f"{count:,}" if layer.built else "0 (unbuilt)"  # as Keras
+        lines.append(f"{label:<{widths[0]}}{shape:<{widths[1]}}{params}")
         if more is not None:
             lines.append(more)
         if i < len(model.layers) - 1:

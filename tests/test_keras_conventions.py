@@ -167,3 +167,31 @@ def test_a_bare_layer_pickles_and_count_params_needs_a_built_layer(backend):
         nnx.Dense(3).count_params()
     with pytest.raises(ValueError, match="not built"):
         nnx.Sequential([nnx.Dense(3)]).count_params()
+    lines = []
+    nnx.Sequential([nnx.Dense(3)]).summary(print_fn=lines.append)  # the summary still prints, as Keras's
+    assert "0 (unbuilt)" in lines[0] and "Total params: 0" in lines[0]
+
+
+def test_categorical_crossentropy_on_one_output_unit_warns_as_keras(backend):
+    """One output unit: every row normalises to 1 and the loss is 0 whatever the prediction;
+    Keras warns, and so does nnx, naming binary_crossentropy."""
+    x = np.random.default_rng(0).normal(size=(8, 3)).astype("float32")
+    y = np.array([0, 1] * 4, dtype="float32")
+    model = nnx.Sequential([nnx.Input(3), nnx.Dense(1, activation="sigmoid")])
+    model.compile("sgd", "categorical_crossentropy")
+    with pytest.warns(UserWarning, match="num_classes > 1.*binary_crossentropy"):
+        history = model.fit(x, y, epochs=1, verbose=0)
+    assert history.history["loss"][0] == pytest.approx(0.0, abs=1e-6)
+    model = nnx.Sequential([nnx.Input(3), nnx.Dense(1, activation="sigmoid")])
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    with pytest.raises(ValueError, match=r"1 output unit; .*need binary_crossentropy"):
+        model.fit(x, y.astype("int64"), epochs=1, verbose=0)
+
+
+def test_unknown_layer_arguments_name_the_layer_and_the_keras_way():
+    with pytest.raises(TypeError, match=r"^Conv2D got unexpected keyword argument 'groups': grouped convolutions"):
+        nnx.Conv2D(3, 3, groups=2)
+    with pytest.raises(TypeError, match=r"^LeakyReLU got unexpected keyword argument 'alpha': .*negative_slope"):
+        nnx.LeakyReLU(alpha=0.2)
+    with pytest.raises(TypeError, match=r"^Dense got unexpected keyword arguments 'bar', 'foo'\.$"):
+        nnx.Dense(3, foo=1, bar=2)

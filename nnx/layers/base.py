@@ -94,6 +94,23 @@ def shape_tuple(shape: Any, what: str = "Input shape") -> tuple[int, ...]:
     return tuple(int(d) for d in dims)
 
 
+# Keras arguments nnx does not take, and what to do instead
+_KERAS_ONLY = {
+    "alpha": "LeakyReLU's slope is negative_slope (its Keras 3 name)",
+    "groups": "grouped convolutions are not supported",
+    "activity_regularizer": "activity regularizers are not supported (kernel_regularizer and bias_regularizer are)",
+    "kernel_constraint": "weight constraints are not supported",
+    "bias_constraint": "weight constraints are not supported",
+}
+
+
+def _unknown_arguments(cls_name: str, unknown: dict) -> str:
+    names = ", ".join(map(repr, sorted(unknown)))
+    hints = "; ".join(dict.fromkeys(_KERAS_ONLY[k] for k in sorted(unknown) if k in _KERAS_ONLY))
+    return f"{cls_name} got unexpected keyword argument{'s' * (len(unknown) > 1)} {names}" + \
+        (f": {hints}." if hints else ".")
+
+
 class Weight:
     """A weight record: its name, its array (``value``), whether the optimizer trains it, and an
     optional regularizer. Gradients and optimizer slots are keyed by the record itself. Layers make
@@ -179,7 +196,9 @@ class Layer:
     """
 
     def __init__(self, name: str | None = None, trainable: bool = True, input_shape: Any = None,
-                 input_dim: Any = None, dtype: str | None = None):
+                 input_dim: Any = None, dtype: str | None = None, **unknown: Any):
+        if unknown:
+            raise TypeError(_unknown_arguments(type(self).__name__, unknown))
         if name is not None and not isinstance(name, str):
             raise TypeError(f"A layer's name must be a str; received {type(name).__name__} {name!r}.")
         if input_shape is not None and input_dim is not None:
