@@ -221,7 +221,7 @@ class _EvalSums(_training.Sums):
         _sum_states(self.comm, self.backend, self.states, self.model.dtype)
         local = np.array([float(v) for v in self.values.values()] + [float(self.count)], dtype=np.float64)
         self.comm.Allreduce(MPI.IN_PLACE, local, op=MPI.SUM)
-        count = max(local[-1], 1.0)
+        count = max(float(local[-1]), 1.0)  # a Python float: the logs are floats, as in one process
         logs = {k: float(local[i]) / count for i, k in enumerate(self.values)}
         logs.update({name: float(metric.result()) for name, metric in self.states.items()})
         return {k: logs[k] for k in self.names}

@@ -98,7 +98,8 @@ SEED = 1
 def _write(out: str, name: str, rank: int, weights, history, result) -> None:
     np.savez(os.path.join(out, f"{name}_{rank}.npz"), *weights)
     with open(os.path.join(out, f"{name}_{rank}.json"), "w") as f:
-        json.dump({"history": history, "evaluate": result}, f)
+        json.dump({"history": history, "evaluate": result,
+                   "types": sorted({type(v).__name__ for v in result})}, f)  # JSON would hide numpy floats
 
 
 def main(out: str, mode: str) -> None:

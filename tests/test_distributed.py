@@ -69,6 +69,7 @@ def _load(out, name: str, rank: int):
         weights = [z[f"arr_{i}"] for i in range(len(z.files))]
     with open(os.path.join(out, f"{name}_{rank}.json")) as f:
         logs = json.load(f)
+    assert logs["types"] == ["float"]  # evaluate gives Python floats under init() too, as in one process
     return weights, logs["history"], logs["evaluate"]
 
 
