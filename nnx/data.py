@@ -78,11 +78,18 @@ def _total(a: np.ndarray) -> Any:
     return np.add.reduce(rows @ np.ones(rows.shape[1], dtype=a.dtype))
 
 
-def check_finite(a: Any, backend: _backend.Backend, what: str) -> None:
+def check_finite(a: Any, backend: _backend.Backend, what: str, before: Any = None) -> None:
+    """ValueError when ``a`` holds NaN or inf; ``before``: the array ``a`` was cast from, to say
+    so when only the cast made values infinite."""
     if is_host(a):
         # a finite sum proves every entry finite in one pass without a temporary; NaN and inf
         # propagate into it (an overflowing sum of finite values falls through to the full check)
         if np.issubdtype(a.dtype, np.floating) and not np.isfinite(_total(a)) and not np.isfinite(a).all():
+            if is_host(before) and before.dtype.kind == "f" and np.isfinite(before).all():
+                raise ValueError(
+                    f"{what} holds values beyond the range of {a.dtype} (|{what}| up to {float(np.abs(before).max()):.3g}; "
+                    f"the largest finite {a.dtype} is {float(np.finfo(a.dtype).max):.3g}), which become inf in "
+                    f"{a.dtype}: scale the data, or build the model in float64 (nnx.set_floatx('float64')).")
             bad = int(np.size(a) - np.count_nonzero(np.isfinite(a)))
             raise ValueError(f"{what} must be finite; received {bad} NaN or inf values.")
         return
@@ -109,7 +116,8 @@ def host_weight(a: Any, shape: tuple[int, ...], dtype: str, what: str) -> np.nda
     return out
 
 
-def check_x(x: Any, input_shape: tuple[int, ...] | None, backend: _backend.Backend, what: str = "") -> None:
+def check_x(x: Any, input_shape: tuple[int, ...] | None, backend: _backend.Backend, what: str = "",
+            before: Any = None) -> None:
     if x.ndim < 2:
         expected = f"(n, {', '.join(map(str, input_shape))})" if input_shape else "(n, features)"
         raise ValueError(f"Expected {what}x of shape {expected}: one row per sample; received shape "
@@ -119,7 +127,7 @@ def check_x(x: Any, input_shape: tuple[int, ...] | None, backend: _backend.Backe
             f"Expected {what}x with sample shape {_shape_str(tuple(input_shape))} ({what}x of shape (n, "
             f"{', '.join(map(str, input_shape))})), received {what}x of shape {_shape_str(tuple(x.shape))}."
         )
-    check_finite(x, backend, f"{what}x")
+    check_finite(x, backend, f"{what}x", before)
 
 
 def check_y(y: Any, n: int, loss: Any, output_shape: tuple[int, ...], backend: _backend.Backend,

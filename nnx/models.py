@@ -636,12 +636,12 @@ class Sequential(Layer):
         x = _data.to_array(x, backend, f"{what}x")
         y = _data.to_array(y, backend, f"{what}y")
         input_shape, output_shape, dtype = shapes or self._expected_shapes(x)
-        x = self._cast_x(x, dtype, backend, what)
-        _data.check_x(x, input_shape, backend, what)
+        x, given = self._cast_x(x, dtype, backend, what), x
+        _data.check_x(x, input_shape, backend, what, before=given)
         y = _data.check_y(y, int(x.shape[0]), self.loss, output_shape, backend, what)
-        y = _data.cast(y, "int64" if self.loss.sparse_labels else dtype, backend)
+        y, given = _data.cast(y, "int64" if self.loss.sparse_labels else dtype, backend), y
         if _data.is_host(y) and not self.loss.sparse_labels:
-            _data.check_finite(y, backend, f"{what}y")
+            _data.check_finite(y, backend, f"{what}y", before=given)
         if _data.is_host(x) and backend.ops.fits_in_memory(x.nbytes + y.nbytes):
             x, y = backend.from_host(x), backend.from_host(y)
         return x, y
@@ -660,8 +660,8 @@ class Sequential(Layer):
     def _prepare_x(self, x: Any, backend: _backend.Backend) -> Any:
         x = _data.to_array(x, backend, "x")
         input_shape, _, dtype = self._expected_shapes(x)
-        x = self._cast_x(x, dtype, backend)
-        _data.check_x(x, input_shape, backend)
+        x, given = self._cast_x(x, dtype, backend), x
+        _data.check_x(x, input_shape, backend, before=given)
         self._ensure_built(x)
         if _data.is_host(x) and backend.ops.fits_in_memory(x.nbytes):
             x = backend.from_host(x)

@@ -215,3 +215,25 @@ def test_validation_data_errors_say_validation(backend):
         model.fit(x, y, validation_data=(np.ones((4, 5), "float32"), np.zeros(4)), verbose=0)
     with pytest.raises(ValueError, match="received validation labels from 0 to 5"):
         model.fit(x, y, validation_data=(np.ones((4, 4), "float32"), np.array([0, 1, 2, 5])), verbose=0)
+
+
+def test_finite_values_beyond_float32_say_so_and_change_nothing(backend):
+    """1e300 is finite in float64 but inf in float32: the error says the cast overflows (not
+    that the data holds NaN or inf), for x and y, in fit and predict; nothing trains."""
+    model = nnx.Sequential([nnx.Input(3), nnx.Dense(1)])
+    model.compile("sgd", "mse")
+    before = model.get_weights()
+    x, y = np.ones((4, 3)), np.ones((4, 1))
+    big = x.copy()
+    big[0, 0] = 1e300
+    with pytest.raises(ValueError, match=r"x holds values beyond the range of float32 \(\|x\| up to 1e\+300"):
+        model.fit(big, y, verbose=0)
+    with pytest.raises(ValueError, match=r"x holds values beyond the range of float32"):
+        model.predict(big, verbose=0)
+    with pytest.raises(ValueError, match=r"y holds values beyond the range of float32"):
+        model.fit(x, y * 1e300, verbose=0)
+    big[0, 0] = np.nan
+    with pytest.raises(ValueError, match=r"x must be finite; received 1 NaN or inf values"):
+        model.fit(big, y, verbose=0)
+    for a, b in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
