@@ -38,6 +38,15 @@ class _MissingGradient(_Scale):
         return dy * self.alpha.value, {}
 
 
+class _WrongWeight(_Scale):  # the gradient keyed by the frozen weight instead of the trainable one
+    def build(self, input_shape):
+        super().build(input_shape)
+        self.beta = self.add_weight("beta", (input_shape[-1],), "zeros", trainable=False)
+
+    def backward(self, x, dy, need_dx=True):
+        return dy * self.alpha.value, {self.beta: self.xp.sum(dy * x, axis=0)}
+
+
 class _WrongShape(_Scale):
     def backward(self, x, dy, need_dx=True):
         return dy * self.alpha.value, {self.alpha: self.xp.sum(dy * x, axis=0)[:2]}
@@ -58,6 +67,7 @@ def _model(layer):
     (_NoSaved, TypeError, r"forward must return the pair \(y, saved\); received an array of shape \(3, 3\)"),
     (_BackwardArray, TypeError, r"backward must return the pair \(dx, grads\)"),
     (_MissingGradient, ValueError, r"no gradient for its trainable weight '.*/alpha'"),
+    (_WrongWeight, ValueError, r"no gradient for its trainable weight '.*/alpha'"),
     (_WrongShape, ValueError, r"has shape \(2,\); expected the weight's shape \(3,\)"),
 ])
 def test_a_broken_layer_is_refused_before_any_weight_changes(backend, cls, error, match):
