@@ -372,7 +372,7 @@ class Sequential(Layer):
                     i += 2
                 else:
                     out = layers[i].forward(x, training=False)
-                    if type(out) is not tuple or len(out) != 2:
+                    if not isinstance(out, (tuple, list)) or len(out) != 2:
                         raise _broken_contract(layers[i], "forward", "(y, saved)", out)
                     x = out[0]
                     i += 1
@@ -390,7 +390,7 @@ class Sequential(Layer):
                     i += 2
                 else:
                     out = layers[i].forward(x, training=True)
-                    if type(out) is not tuple or len(out) != 2:
+                    if not isinstance(out, (tuple, list)) or len(out) != 2:
                         raise _broken_contract(layers[i], "forward", "(y, saved)", out)
                     x, s = out
                     saved.append(s)
@@ -436,7 +436,7 @@ class Sequential(Layer):
                 dy, g = layer.backward_from_logits(saved[i], dz, want_dx)
             else:
                 out = layer.backward(saved[i], dy, want_dx)
-                if type(out) is not tuple or len(out) != 2 or not isinstance(out[1], dict):
+                if not isinstance(out, (tuple, list)) or len(out) != 2 or not isinstance(out[1], dict):
                     raise _broken_contract(layer, "backward", "(dx, grads) with grads a dict", out)
                 dy, g = out
             grads.update(g)

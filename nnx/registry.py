@@ -34,7 +34,7 @@ class Registry:
     def add(self, factory: Callable[..., Any], *names: str) -> Callable[..., Any]:
         """Register ``factory`` (a class or a function returning an instance) under ``names`` and,
         for a class, its class name."""
-        if names:
+        if names and names[0] not in self._names:
             self._names.append(names[0])
         all_names = list(names)
         if isinstance(factory, type):
@@ -73,12 +73,14 @@ class Registry:
 
 def register(cls: type) -> type:
     """Make a class of your own (a layer, activation, loss, metric, optimizer, initializer,
-    regularizer or learning-rate schedule) known by its class name and its ``name`` attribute,
-    so that ``load_model`` and ``from_config`` can rebuild models that use it. Use it as a
-    decorator.
+    regularizer or learning-rate schedule) known by its class name and the ``name`` it defines
+    itself, so that ``load_model`` and ``from_config`` can rebuild models that use it. Use it as
+    a decorator. Registering a class again (or a new class under the same names) replaces it.
 
     Raises:
         TypeError: ``cls`` is not a subclass of one of those base classes.
+        ValueError: one of its names is a built-in one (``"relu"``, ``"Adam"``, …); nothing is
+            registered then.
 
     >>> @nnx.register
     ... class Square(nnx.activations.ActivationFunction): ...
@@ -87,7 +89,14 @@ def register(cls: type) -> type:
     if not kinds:
         bases = ", ".join(sorted({r.base.__name__ for r in _REGISTRIES}))
         raise TypeError(f"register expects a subclass of one of {bases}; received {cls!r}.")
-    name = getattr(cls, "name", None)  # the name configs hold (an activation's, a loss's, ...), if any
+    own = cls.__dict__.get("name")  # the name configs hold (an activation's, a loss's, ...): its own, not inherited
+    names = [own] if isinstance(own, str) and own else []
     for r in kinds:
-        r.add(cls, *([name] if isinstance(name, str) and name else []))
+        for n in [*names, cls.__name__]:
+            taken = r.lookup(n)
+            if taken is not None and taken is not cls and getattr(taken, "__module__", "").split(".")[0] == "nnx":
+                raise ValueError(f"register: the {r.kind} name {n!r} belongs to nnx's {taken.__name__}; give "
+                                 f"{cls.__name__} a name (and a class name) of its own.")
+    for r in kinds:
+        r.add(cls, *names)
     return cls

@@ -3,6 +3,7 @@ an error naming the layer and what was expected, before any weight changes; and 
 own, registered with ``nnx.register``, loads back."""
 from __future__ import annotations
 
+import collections
 import itertools
 
 import numpy as np
@@ -127,3 +128,56 @@ def test_registered_activation_and_layer_load_back(backend, tmp_path):
 def test_register_refuses_other_classes():
     with pytest.raises(TypeError, match="register expects a subclass of one of .*Layer"):
         nnx.register(dict)
+
+
+def test_register_leaves_built_in_names_alone(backend):
+    """A subclass of a built-in inherits its ``name`` but is registered under its own names only;
+    a class that would take a built-in name is refused, and nothing is registered."""
+    relu_child = type(f"LoggingReLU{next(_FRESH)}", (nnx.activations.ReLU,), {})
+    nnx.register(relu_child)
+    assert type(nnx.activations.get("relu")) is nnx.activations.ReLU
+    assert type(nnx.activations.get(relu_child.__name__)) is relu_child
+    model = nnx.Sequential([nnx.Input((3,)), nnx.Dense(2, activation="relu")])
+    assert type(model.layers[0].activation) is nnx.activations.ReLU
+    impostor = type("Adam", (nnx.optimizers.Optimizer,), {"name": "my_adam"})
+    with pytest.raises(ValueError, match="the optimizer name 'Adam' belongs to nnx's Adam"):
+        nnx.register(impostor)
+    assert nnx.optimizers.registry.lookup("my_adam") is None
+    assert type(nnx.optimizers.get("adam")) is nnx.optimizers.Adam
+    with pytest.raises(ValueError) as info:
+        nnx.activations.get("nope")
+    listed = str(info.value).split("expected one of: ")[1].split(" (")[0].split(", ")
+    assert len(listed) == len(set(listed))  # each name once
+
+
+_Pair = collections.namedtuple("_Pair", "y saved")
+
+
+class _NamedPair(_Scale):  # a namedtuple and a list are pairs too
+    def forward(self, x, training=False):
+        return _Pair(x * self.alpha.value, x)
+
+    def backward(self, x, dy, need_dx=True):
+        return [dy * self.alpha.value, {self.alpha: self.xp.sum(dy * x, axis=0)}]
+
+
+
+def test_pairs_as_a_namedtuple_or_a_list_train_as_tuples(backend):
+    x, y = _data()
+    results = []
+    for cls in (_Scale, _NamedPair):
+        nnx.seed(3)
+        model = _model(cls())
+        model.fit(x, y, batch_size=3, epochs=2, verbose=0, shuffle=False)
+        results.append(model.get_weights())
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_keras_argument_hints_only_where_they_belong():
+    with pytest.raises(TypeError, match=r"^Dense got unexpected keyword argument 'alpha'\.$"):
+        nnx.Dense(3, alpha=0.1)
+    with pytest.raises(TypeError, match=r"^Dense got unexpected keyword argument 'groups'\.$"):
+        nnx.Dense(3, groups=2)
+    with pytest.raises(TypeError, match=r"^Dense got unexpected keyword argument 'kernel_constraint': weight constraints"):
+        nnx.Dense(3, kernel_constraint="max_norm")

@@ -94,19 +94,21 @@ def shape_tuple(shape: Any, what: str = "Input shape") -> tuple[int, ...]:
     return tuple(int(d) for d in dims)
 
 
-# Keras arguments nnx does not take, and what to do instead
+# Keras arguments nnx does not take: (the layer classes they belong to, None: any; what to do instead)
 _KERAS_ONLY = {
-    "alpha": "LeakyReLU's slope is negative_slope (its Keras 3 name)",
-    "groups": "grouped convolutions are not supported",
-    "activity_regularizer": "activity regularizers are not supported (kernel_regularizer and bias_regularizer are)",
-    "kernel_constraint": "weight constraints are not supported",
-    "bias_constraint": "weight constraints are not supported",
+    "alpha": (("LeakyReLU",), "LeakyReLU's slope is negative_slope (its Keras 3 name)"),
+    "groups": (("Conv1D", "Conv2D"), "grouped convolutions are not supported"),
+    "activity_regularizer": (None, "activity regularizers are not supported (kernel_regularizer and bias_regularizer "
+                                   "are)"),
+    "kernel_constraint": (None, "weight constraints are not supported"),
+    "bias_constraint": (None, "weight constraints are not supported"),
 }
 
 
 def _unknown_arguments(cls_name: str, unknown: dict) -> str:
     names = ", ".join(map(repr, sorted(unknown)))
-    hints = "; ".join(dict.fromkeys(_KERAS_ONLY[k] for k in sorted(unknown) if k in _KERAS_ONLY))
+    hints = "; ".join(dict.fromkeys(hint for k in sorted(unknown) if k in _KERAS_ONLY
+                                    for owners, hint in [_KERAS_ONLY[k]] if owners is None or cls_name in owners))
     return f"{cls_name} got unexpected keyword argument{'s' * (len(unknown) > 1)} {names}" + \
         (f": {hints}." if hints else ".")
 
