@@ -285,7 +285,8 @@ def class_weight_to_sample_weight(class_weight: Any, y: Any, loss: Any, output_s
     """Keras's conversion of ``class_weight`` ({label: weight}) into one weight per sample, on the
     host: the label of a sample is its integer label (sparse losses), the argmax of a one-hot
     row, or the rounded value of a one-column target (binary 0/1). Keys must be integer labels
-    the model can produce and must cover every label in ``y``; weights finite and non-negative."""
+    the model can produce; weights finite and non-negative. A label without a key weighs 1, as
+    in Keras."""
     if not isinstance(class_weight, dict):
         raise ValueError(f"class_weight must be a dict {{label: weight}}; received {type(class_weight).__name__}.")
     y = y if is_host(y) else backend.to_numpy(y)
@@ -312,11 +313,7 @@ def class_weight_to_sample_weight(class_weight: Any, y: Any, loss: Any, output_s
                              f"for label {key!r}.")
         table[label] = float(value)
     present, inverse = np.unique(labels.astype(np.int64), return_inverse=True)
-    missing = [int(c) for c in present if int(c) not in table]
-    if missing:
-        raise ValueError(f"class_weight must give a weight for every label in y; received no weight for "
-                         f"label{'s' if len(missing) > 1 else ''} {', '.join(map(str, missing))}.")
-    return np.array([table[int(c)] for c in present], dtype=np.float64)[inverse.reshape(-1)]
+    return np.array([table.get(int(c), 1.0) for c in present], dtype=np.float64)[inverse.reshape(-1)]
 
 
 # -- finite in, finite out ---------------------------------------------------------------------

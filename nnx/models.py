@@ -702,7 +702,8 @@ class Sequential(Layer):
             shuffle: reshuffle the training samples before each epoch.
             class_weight: ``{label: weight}``: each training sample's loss is multiplied by the
                 weight of its class (its integer label, the argmax of a one-hot row, or a 0/1
-                target). Keys must be labels of the model and cover every label in ``y``.
+                target). Keys must be labels of the model; a label without one weighs 1, as in
+                Keras.
             sample_weight: one non-negative weight per sample, shape (n,): each sample's loss is
                 multiplied by it, and the batch loss is ``sum(w * loss) / batch size`` (Keras's
                 default reduction). ``validation_split`` splits it with x and y. Metrics stay

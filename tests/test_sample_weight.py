@@ -237,11 +237,9 @@ def test_bad_sample_weights_are_refused(backend, bad, match):
 
 
 @pytest.mark.parametrize("kind, class_weight, match", [
-    ("sparse", {0: 1.0, 1: 1.0}, "no weight for label 2"),
     ("sparse", {0: 1.0, 1: 1.0, 2: 1.0, 3: 1.0}, "unknown label 3"),
     ("onehot", {0: 1.0, 1: 1.0, 2: 1.0, -1: 1.0}, "unknown label -1"),
     ("binary", {0: 1.0, 1: 1.0, 2: 1.0}, "unknown label 2"),
-    ("binary", {1: 1.0}, "no weight for label 0"),
     ("sparse", {0: 1.0, 1: 1.0, "2": 1.0}, "unknown label '2'"),
     ("sparse", {0: 1.0, 1: 1.0, 2.5: 1.0}, "unknown label 2.5"),
     ("sparse", {0: 1.0, 1: 1.0, True: 1.0, 2: 1.0}, None),  # True == 1: the dict has keys 0, 1, 2
@@ -280,3 +278,25 @@ def test_weights_as_device_arrays_and_lists(backend):
     assert model.evaluate(x, y, sample_weight=nnx.asarray(w, dtype="float32")) == pytest.approx(ref, rel=1e-6)
     with pytest.raises(ValueError, match="non-negative"):
         model.evaluate(x, y, sample_weight=nnx.asarray(-w, dtype="float32"))
+
+
+@pytest.mark.parametrize("kind", ["sparse", "onehot", "binary"])
+def test_a_label_class_weight_leaves_out_weighs_one_as_in_keras(backend, kind):
+    """Keras 3 gives every label missing from class_weight the weight 1: the same training as
+    writing that 1 out."""
+    x, rng = _data(30)
+    head, loss, y, labels = _targets(kind, rng, 30)
+    partial = {1: 3.0}
+    full = {c: (3.0 if c == 1 else 1.0) for c in np.unique(labels).tolist()}
+    results = []
+    for class_weight in (partial, full):
+        model = _model(_head(kind), loss)
+        history = model.fit(x, y, class_weight=class_weight, epochs=2, batch_size=8, shuffle=False, verbose=0)
+        results.append((model.get_weights(), history.history["loss"]))
+    for a, b in zip(results[0][0], results[1][0]):
+        np.testing.assert_array_equal(a, b)
+    assert results[0][1] == results[1][1]
+    # and not the unweighted training
+    model = _model(_head(kind), loss)
+    model.fit(x, y, epochs=2, batch_size=8, shuffle=False, verbose=0)
+    assert any(not np.allclose(a, b) for a, b in zip(model.get_weights(), results[0][0]))
