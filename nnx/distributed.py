@@ -45,6 +45,7 @@ NCCL, through host memory and MPI, with a warning.
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 import numpy as np  # host side: buffers for MPI
@@ -100,6 +101,25 @@ def init(comm: Any = None) -> None:
     local = current.for_local_rank(local_rank)  # on CuPy: GPU local_rank % device count
     if local is not current:
         _backend.set_backend(local.name, device=local.device)
+    if _state.size > 1:
+        _abort_on_uncaught(comm)
+
+
+def _abort_on_uncaught(comm: Any) -> None:
+    """An exception that ends this rank's script aborts every rank (``MPI_Abort``) instead of
+    leaving the others waiting forever in a collective; ``python -m mpi4py script.py`` does the
+    same, this covers a plain ``python script.py`` launch. Installed once per process."""
+    if getattr(sys.excepthook, "_nnx_abort", False):
+        return
+    previous = sys.excepthook
+
+    def hook(kind, value, traceback):
+        previous(kind, value, traceback)  # the traceback is printed first
+        sys.stderr.flush()
+        comm.Abort(1)
+
+    hook._nnx_abort = True
+    sys.excepthook = hook
 
 
 def rank() -> int:

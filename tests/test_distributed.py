@@ -30,7 +30,8 @@ def _mpiexec() -> str | None:
     return beside if os.path.exists(beside) else shutil.which("mpiexec")
 
 
-def _launch(out, mode: str, timeout: float = TIMEOUT, script: list[str] | None = None) -> subprocess.CompletedProcess:
+def _launch(out, mode: str, timeout: float = TIMEOUT, script: list[str] | None = None,
+            runner: tuple[str, ...] = ("-m", "mpi4py")) -> subprocess.CompletedProcess:
     pytest.importorskip("mpi4py", reason="mpi4py is not installed (pip install -e '.[distributed]')")
     pytest.importorskip("array_api_strict", reason="array_api_strict is not installed")
     mpiexec = _mpiexec()
@@ -42,7 +43,7 @@ def _launch(out, mode: str, timeout: float = TIMEOUT, script: list[str] | None =
     # MPICH ignores these
     env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
     args = script or [os.path.join(HERE, "dist_worker.py"), str(out), mode]
-    cmd = [mpiexec, "-n", "2", sys.executable, "-m", "mpi4py", *args]
+    cmd = [mpiexec, "-n", "2", sys.executable, *runner, *args]
     return subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout, env=env)
 
 
@@ -149,9 +150,15 @@ def test_one_rank_communicator_is_bit_identical(run, worker):
         assert h == history and e == result
 
 
-def test_a_raising_rank_aborts_the_job(tmp_path):
+@pytest.mark.parametrize("runner", [("-m", "mpi4py"), ()], ids=["mpi4py_runner", "plain_python"])
+def test_a_raising_rank_aborts_the_job(tmp_path, runner):
+    """Launched through mpi4py's runner or as a plain script (init() installs the abort), a rank
+    that raises ends every rank, with its traceback, instead of leaving the others waiting."""
     start = time.monotonic()
-    done = _launch(tmp_path, "raise", timeout=60)
+    try:
+        done = _launch(tmp_path, "raise", timeout=60, runner=runner)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the other rank kept waiting after rank 1 raised (no MPI_Abort)")
     assert done.returncode != 0
     assert "rank 1 fails" in done.stderr
     assert time.monotonic() - start < 60
