@@ -114,7 +114,11 @@ def _abort_on_uncaught(comm: Any) -> None:
     previous = sys.excepthook
 
     def hook(kind, value, traceback):
-        previous(kind, value, traceback)  # the traceback is printed first
+        # the cause first, in one line: MPI_Abort may cut the end of a long traceback's output
+        sys.stderr.write(f"nnx.distributed: rank {comm.Get_rank()} raised {kind.__name__}: {value}; "
+                         f"aborting every rank\n")
+        sys.stderr.flush()
+        previous(kind, value, traceback)
         sys.stderr.flush()
         comm.Abort(1)
 

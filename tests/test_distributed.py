@@ -160,7 +160,10 @@ def test_a_raising_rank_aborts_the_job(tmp_path, runner):
     except subprocess.TimeoutExpired:
         pytest.fail("the other rank kept waiting after rank 1 raised (no MPI_Abort)")
     assert done.returncode != 0
-    assert "rank 1 fails" in done.stderr
+    if runner:  # mpi4py's runner prints the traceback alone, and the abort may cut its end
+        assert "Traceback" in done.stderr
+    else:
+        assert "nnx.distributed: rank 1 raised RuntimeError: rank 1 fails; aborting every rank" in done.stderr
     assert time.monotonic() - start < 60
 
 
