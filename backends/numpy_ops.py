@@ -90,7 +90,7 @@ class NumpyOps(NumpyConvOps, Ops):
         if b is not None:
             np.add(z, b, out=z)
         y = forward(z)
-        return y, (y if act.saves == "y" else None)  # every kernel's class keeps y
+        return y, self._saved(act, None, y)
 
     def activation_backward(self, act, dy, saved):
         backward = _BACKWARD.get(type(act))
@@ -148,8 +148,7 @@ class NumpyOps(NumpyConvOps, Ops):
                 else:
                     blas.axpy(1.0, velocity, w)
             return
-        if not g.flags.writeable or g.base is not None:
-            g = g.copy()  # a read-only view from a user layer (np.broadcast_to): not ours to scale
+        g = self._owned(g)
         g *= w.dtype.type(lr)
         if velocity is None:
             w -= g

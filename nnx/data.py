@@ -352,12 +352,11 @@ def overflow_error(model: Any, backend: _backend.Backend, what: str, data: dict[
     seen = ", ".join(f"|{name}| up to {_max_abs(a, backend):.3g}" for name, a in data.items())
     largest = max((_max_abs(w, backend) for w in weights), default=0.0)
     hint = "." if str(dtype) == "float64" else ", or the model built in float64 (nnx.set_floatx('float64'))."
-    cause = (f"The data must be scaled (e.g. standardized) to magnitudes the model can square and sum in "
-             f"{dtype}{hint}")
     if largest > math.sqrt(limit):  # weights no initializer gives: an earlier training diverged
-        cause = (f"Weights this large come from training that diverged (a learning rate too high for this "
-                 f"model and data): lower it and train again from fresh weights. Otherwise: {cause[0].lower()}"
-                 f"{cause[1:]}")
+        cause = (f"Weights this large come from training that diverged (a learning rate too high for this model "
+                 f"and data): lower it and train again from fresh weights{hint}")
+    else:
+        cause = f"The data must be scaled (e.g. standardized) to magnitudes the model can square and sum in {dtype}{hint}"
     return NonFiniteResult(
         f"{what} is NaN or inf although the data and the weights are finite: the values computed from "
         f"them overflow {dtype} (largest finite value {limit:.3g}); received {seen}, and weights up to "

@@ -179,10 +179,9 @@ class Optimizer:
         if self.clipnorm is not None or self.clipvalue is not None or self.global_clipnorm is not None:
             grads = self._clip_gradients(grads, backend.xp)
         self.iterations += 1
-        ops, made = backend.ops, self._slots
+        ops = backend.ops
         for weight, g in grads.items():
-            slots = made.get(weight)
-            self.update(ops, weight.value, g, self._slots_for(weight, backend) if slots is None else slots, lr)
+            self.update(ops, weight.value, g, self._slots_for(weight, backend), lr)
 
     @contextlib.contextmanager
     def device_scalars(self, learning_rate: Any, step: Any) -> Iterator[None]:
@@ -368,8 +367,7 @@ class SGD(Optimizer):
         self.slots = ("momentum",) if self.momentum else ()
 
     def update(self, ops, w, g, slots, lr):
-        ops.sgd_update(w, g, slots[0] if slots else None, lr if type(lr) is float else _like(lr, w), self.momentum,
-                       self.nesterov)
+        ops.sgd_update(w, g, slots[0] if slots else None, _like(lr, w), self.momentum, self.nesterov)
 
     def _own_config(self):
         return {"momentum": self.momentum, "nesterov": self.nesterov}

@@ -159,6 +159,20 @@ def test_predict_and_evaluate_refuse_to_return_an_overflow(backend):
     assert np.isfinite(nnx.to_numpy(model.predict(x / 1e30))).all()
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the overflow itself, which the error then reports
+def test_an_overflow_from_diverged_weights_blames_the_training_not_the_data(backend):
+    """Weights beyond sqrt(float32 max) come from training that diverged: the error says so
+    (and does not tell the user to scale data that are fine)."""
+    model = nnx.Sequential([nnx.Input(4), nnx.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    model.set_weights([np.full((4, 1), 2e19, dtype="float32"), np.zeros(1, dtype="float32")])
+    x, y = np.ones((3, 4), dtype="float32"), np.zeros(3, dtype="float32")
+    with pytest.raises(ValueError, match=r"weights up to 2e\+19\. Weights this large come from training that "
+                                         r"diverged.*lower it") as info:
+        model.evaluate(x, y)
+    assert "must be scaled" not in str(info.value)
+
+
 # -- (c) verbose, (f) return_dict ------------------------------------------------------------------
 @pytest.mark.parametrize("verbose", [np.array([0, 1]), np.array([1]), np.array(1), 1.0, None, "silent", 3])
 def test_verbose_must_be_0_1_2_or_auto(backend, verbose):

@@ -300,3 +300,35 @@ def test_numpy_sgd_update_takes_blas(fused, monkeypatch, make):
     assert_close(results["contiguous"], results["portable"], scale=KERNEL_SCALE)
     assert_close(results["transposed"], results["portable"], scale=KERNEL_SCALE)
     assert not np.allclose(results["portable"], w0)
+
+
+@pytest.mark.parametrize("make", OPTIMIZERS[:3], ids=OPTIMIZER_IDS[:3])
+def test_numpy_blas_sgd_trains_a_whole_model_as_the_portable_update(fused, monkeypatch, make):
+    """A model whose first and middle kernels are large enough for BLAS (over 32k entries) trains
+    through fit to the weights the portable update gives, and BLAS did run."""
+    blas = _numpy_blas(fused)
+    calls = []
+    for name in ("axpy", "axpby"):
+        original = getattr(blas, name)
+        monkeypatch.setattr(blas, name, lambda *a, _f=original, _n=name: (calls.append(_n), _f(*a))[1])
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(48, 300)).astype("float32"), rng.integers(0, 4, size=48)
+    smallest = fused.ops.blas_min_size
+
+    def train():
+        nnx.seed(2)
+        model = nnx.Sequential([nnx.Input(300), nnx.Dense(128, activation="relu"), nnx.Dense(300, activation="tanh"),
+                                nnx.Dense(4, activation="softmax")])
+        assert model.layers[0].kernel.value.size >= smallest and model.layers[1].kernel.value.size >= smallest
+        model.compile(make(), "sparse_categorical_crossentropy")
+        history = model.fit(x, y, epochs=3, batch_size=16, verbose=0)
+        return model.get_weights(), history.history["loss"]
+
+    w_fused, loss_fused = train()
+    assert calls, "fit's SGD update did not go through BLAS"
+    monkeypatch.setattr(fused, "ops", _portable(fused))
+    w_portable, loss_portable = train()
+    np.testing.assert_allclose(loss_fused, loss_portable, rtol=1e-5)
+    for a, b in zip(w_fused, w_portable):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    assert loss_fused[-1] < loss_fused[0]
