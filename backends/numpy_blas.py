@@ -1,12 +1,16 @@
-"""BLAS level-1 updates for NumPy arrays, from the CBLAS that NumPy itself links.
+"""BLAS updates for NumPy arrays, from the CBLAS that NumPy itself links.
 
 NumPy has no fused ``y += a * x``: ``w -= lr * g`` is two passes over the gradient (scale it, then
-subtract it), where BLAS's ``axpy`` is one pass (and OpenBLAS runs it on every core). ``find()``
+subtract it), where BLAS's ``axpy`` is one pass (and OpenBLAS runs it on every core). Nor can
+``np.matmul`` add its product to an existing array: BLAS's ``gemm`` computes
+``c = alpha * a.T @ b + beta * c`` in place, so a Dense kernel's SGD step ``w -= lr * x.T @ dz``
+needs no gradient array at all. ``find()``
 looks for the CBLAS library NumPy loaded (its wheels bundle OpenBLAS with renamed symbols,
 ``scipy_cblas_saxpy64_``), checks that the functions compute what they should on a probe, and
 returns ``None`` when there is no such library: the caller keeps NumPy's ufuncs then.
 
 >>> blas = find(); blas.axpy(-0.01, g, w)   # w -= 0.01 * g, in one pass
+>>> blas.gemm_tn(-0.01, x, dz, 1.0, w)       # w -= 0.01 * x.T @ dz, in place
 """
 from __future__ import annotations
 
@@ -46,9 +50,10 @@ def _loaded_libraries() -> list[str]:
 
 class Blas:
     """``axpy`` (``y += a x``) and ``axpby`` (``y = a x + b y``) on contiguous float32 / float64
-    NumPy arrays of one size, in place on ``y``. The integer arguments are passed as 64-bit
-    registers, which both 32- and 64-bit-int CBLAS builds read correctly for sizes below 2**31
-    (``usable`` refuses larger ones)."""
+    NumPy arrays of one size, in place on ``y``, and ``gemm_tn`` (``c = alpha a.T @ b + beta c``)
+    on C-ordered matrices. The integer arguments are passed as 64-bit slots, which both 32- and
+    64-bit-int CBLAS builds read correctly for sizes below 2**31 (``usable`` and ``gemm_usable``
+    refuse larger ones)."""
 
     def __init__(self, functions: dict[tuple[str, type], ctypes._CFuncPtr]):
         self._f = functions
@@ -59,6 +64,18 @@ class Blas:
         C-contiguous, ``y`` writeable, fewer than 2**31 entries."""
         return (x.dtype == y.dtype and x.dtype.type in (np.float32, np.float64) and x.shape == y.shape
                 and x.flags.c_contiguous and y.flags.c_contiguous and y.flags.writeable and x.size < 2 ** 31)
+
+    @staticmethod
+    def gemm_usable(a: np.ndarray, b: np.ndarray, c: np.ndarray | None = None) -> bool:
+        """Whether ``gemm_tn(alpha, a, b, beta, c)`` can run: ``a`` (k, m) and ``b`` (k, n) of one
+        float32/float64 dtype, both C-contiguous, fewer than 2**31 entries; and ``c`` (when given)
+        (m, n) of that dtype, C-contiguous, writeable, sharing no memory with ``a`` or ``b``."""
+        if c is None:
+            return (a.ndim == 2 and b.ndim == 2 and a.dtype == b.dtype and a.dtype.type in (np.float32, np.float64)
+                    and a.shape[0] == b.shape[0] and a.flags.c_contiguous and b.flags.c_contiguous
+                    and a.size < 2 ** 31 and b.size < 2 ** 31)
+        return (c.dtype == a.dtype and c.shape == (a.shape[1], b.shape[1]) and c.flags.c_contiguous
+                and c.flags.writeable and not np.may_share_memory(c, a) and not np.may_share_memory(c, b))
 
     # the data pointers come from ``__array_interface__`` (built in C), not ``ndarray.ctypes``
     # (a helper object made in Python on every access)
@@ -73,16 +90,28 @@ class Blas:
                                        y.__array_interface__["data"][0], 1)
 
 
+    def gemm_tn(self, alpha: float, a: np.ndarray, b: np.ndarray, beta: float, c: np.ndarray) -> None:
+        """``c = alpha * a.T @ b + beta * c`` in place (check ``gemm_usable`` first)."""
+        (k, m), n = a.shape, b.shape[1]
+        self._f["gemm", a.dtype.type](_ROW_MAJOR, _TRANS, _NO_TRANS, m, n, k, alpha, a.__array_interface__["data"][0],
+                                      m, b.__array_interface__["data"][0], n, beta,
+                                      c.__array_interface__["data"][0], n)
+
+
+_ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112  # CBLAS's enum values
+
+
 def _bind(lib: ctypes.CDLL, spelling: str) -> dict | None:
-    """The four functions under ``spelling`` (``"cblas_{}"``: ``cblas_saxpy``, …), or None."""
+    """The six functions under ``spelling`` (``"cblas_{}"``: ``cblas_saxpy``, …), or None."""
     i, p = ctypes.c_int64, ctypes.c_void_p
     out = {}
-    for op in ("axpy", "axpby"):
+    for op in ("axpy", "axpby", "gemm"):
         for dtype, letter, real in ((np.float32, "s", ctypes.c_float), (np.float64, "d", ctypes.c_double)):
             f = getattr(lib, spelling.format(letter + op), None)
             if f is None:
                 return None
-            f.argtypes = [i, real, p, i, p, i] if op == "axpy" else [i, real, p, i, real, p, i]
+            f.argtypes = {"axpy": [i, real, p, i, p, i], "axpby": [i, real, p, i, real, p, i],
+                          "gemm": [i, i, i, i, i, i, real, p, i, p, i, real, p, i]}[op]
             f.restype = None
             out[op, dtype] = f
     return out
@@ -97,6 +126,12 @@ def _probe(blas: Blas) -> bool:
         z = np.full(37, 2.0, dtype=dtype)
         blas.axpby(0.25, x, -2.0, z)
         if not (np.array_equal(y, 3.0 - 0.5 * x) and np.array_equal(z, 0.25 * x - 4.0)):
+            return False
+        a = np.arange(15, dtype=dtype).reshape(5, 3)
+        b = np.arange(10, dtype=dtype).reshape(5, 2) - 4
+        c = np.ones((3, 2), dtype=dtype)
+        blas.gemm_tn(-0.5, a, b, 2.0, c)
+        if not np.array_equal(c, -0.5 * (a.T @ b) + 2.0):
             return False
     return True
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..activations import Linear, ReLU, Sigmoid, Softmax, Tanh
-from ..ops import Ops
+from ..ops import DeferredMatmul, Ops
 from . import numpy_blas
 from .numpy_conv import _BITS, NumpyConvOps, _select
 
@@ -65,9 +65,12 @@ _BACKWARD = {Linear: lambda dy, y: dy, ReLU: _relu_backward, Tanh: _tanh_backwar
 
 class NumpyOps(NumpyConvOps, Ops):
     """In-place NumPy kernels for the common activations, the bias gradient, sparse cross-entropy,
-    the optimizer updates (SGD's through BLAS ``axpy`` when NumPy's CBLAS is found: ``blas``), and
-    a scatter-add (``np.add.at``) for the Embedding gradient; strided-view convolutions and pooling
-    (``NumpyConvOps``)."""
+    the optimizer updates, and a scatter-add (``np.add.at``) for the Embedding gradient;
+    strided-view convolutions and pooling (``NumpyConvOps``).
+
+    When NumPy's CBLAS is found (``blas``), SGD's update runs through it: ``axpy`` for a gradient
+    array, and for a Dense kernel's gradient left as ``x.T @ dz`` (``defers_matmuls``) one ``gemm``
+    that adds the product into the weight (or the momentum) itself."""
 
     name = "numpy"
     fast_activations = frozenset(_FORWARD)
@@ -81,6 +84,7 @@ class NumpyOps(NumpyConvOps, Ops):
     def __init__(self, xp, device):
         super().__init__(xp, device)
         self.blas = numpy_blas.find()  # None: SGD's update stays with NumPy's ufuncs
+        self.defers_matmuls = self.blas is not None
         self._ones: dict = {}  # (length, dtype) -> a row of ones, for ``sum_rows``
 
     def bias_activation(self, z, b, act):
@@ -97,6 +101,12 @@ class NumpyOps(NumpyConvOps, Ops):
         if backward is None:
             return super().activation_backward(act, dy, saved)
         return backward(dy, saved)
+
+    def weight_gradient(self, x, dz):
+        # deferred only where the update's gemm can read both factors as they are
+        if self.deferring and self.blas.gemm_usable(x, dz):
+            return DeferredMatmul(x, dz)
+        return np.matmul(x.T, dz)
 
     def sum_rows(self, a):
         # a row of ones times ``a``: BLAS's matrix-vector product runs on every core, about three
@@ -136,6 +146,17 @@ class NumpyOps(NumpyConvOps, Ops):
 
     def sgd_update(self, w, g, velocity, lr, momentum, nesterov):
         blas = self.blas
+        if type(g) is DeferredMatmul:
+            # the factors passed ``gemm_usable`` when the product was deferred
+            if isinstance(lr, float) and not nesterov and blas.gemm_usable(g.a, g.b, w) \
+                    and (velocity is None or blas.gemm_usable(g.a, g.b, velocity)):
+                if velocity is None:  # w -= lr x.T @ dz: the product lands in w
+                    blas.gemm_tn(-lr, g.a, g.b, 1.0, w)
+                else:  # v = m v - lr x.T @ dz; w += v
+                    blas.gemm_tn(-lr, g.a, g.b, momentum, velocity)
+                    blas.axpy(1.0, velocity, w)
+                return
+            g = self.materialize(g)
         if blas is not None and w.size >= self.blas_min_size and isinstance(lr, float) and blas.usable(g, w) \
                 and (velocity is None or blas.usable(g, velocity)):
             if velocity is None:  # w -= lr g: one pass instead of scaling g, then subtracting it

@@ -34,7 +34,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import nnx  # noqa: E402
-from mlp import print_ratios  # noqa: E402  (beside this file)
+from mlp import print_ratios, round_order  # noqa: E402  (beside this file)
 
 LR = 0.01
 
@@ -271,7 +271,7 @@ def main() -> None:
     losses: dict[str, float] = {}
     names = list(variants)
     for r in range(args.rounds):
-        for name in names[r % len(names):] + names[:r % len(names)]:  # alternate which runs first
+        for name in round_order(names, r):
             seconds, loss = variants[name](x, y, args.batch_size, args.epochs, backend)
             times[name].append(seconds)
             losses[name] = loss

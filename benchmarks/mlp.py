@@ -240,6 +240,15 @@ def parse_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
     return args
 
 
+def round_order(names: list[str], r: int) -> list[str]:
+    """The order of round ``r``: rotated by ``r``, and reversed in odd rounds. Rotation alone keeps
+    each variant right after the same one in every round (the last in the list, PyTorch, would
+    always leave its thread pools spinning for the first, nnx); reversing alternates which
+    variant precedes each one."""
+    order = names[r % len(names):] + names[:r % len(names)]
+    return order[::-1] if r % 2 else order
+
+
 def print_ratios(times: dict[str, list[float]], medians: dict[str, float]) -> None:
     """nnx's (and the recorded-step variant's) ratios to every other variant: of the medians, and
     the median and quartiles of the per-round ratios (robust to the machine drifting)."""
@@ -277,9 +286,7 @@ def main() -> None:
     losses: dict[str, float] = {}
     names = list(variants)
     for r in range(args.rounds):
-        # rotate the order each round: no variant always runs right after another one's
-        # thread pools (OpenBLAS, PyTorch's OpenMP) have been spinning
-        for name in names[r % len(names):] + names[:r % len(names)]:
+        for name in round_order(names, r):
             seconds, loss = variants[name](x, y, args.batch_size, args.epochs, backend)
             times[name].append(seconds)
             losses[name] = loss

@@ -37,6 +37,14 @@ def _broken_contract(layer: Any, method: str, expected: str, received: Any) -> T
                      f"received {what}.")
 
 
+def _keeps_outputs(layer: Layer) -> bool:
+    """Whether ``layer``'s backward leaves the arrays its forward returned as they were: nnx's own
+    layers do (a model of nnx layers too); a user's layer is not assumed to."""
+    if isinstance(layer, Sequential):
+        return all(_keeps_outputs(inner) for inner in layer.layers)
+    return type(layer).__module__.partition(".")[0] == "nnx"
+
+
 class Step(NamedTuple):
     """What ``compute_gradients`` returns: the batch loss (regularization included), the
     predictions, the gradients keyed by weight record, and each layer's saved context (for a
@@ -89,6 +97,7 @@ class Sequential(Layer):
         self._fused = False
         self._stateful: list[int] = []
         self._pooled: set[int] = set()
+        self._deferrable: frozenset[int] = frozenset()
         self._planned: list = []
         self.history = None
         if isinstance(layers, Layer):
@@ -241,6 +250,11 @@ class Sequential(Layer):
             if i - 1 not in pooled and hasattr(self._layers[i], "pools_with") and self._layers[i].pools_with(self._layers[i + 1]):
                 pooled.add(i)
         self._pooled = pooled
+        # the layers whose kernel gradients may stay deferred products until the update: those that
+        # say they can, with only nnx's own layers before them, whose backward leaves what their
+        # forward returned untouched (a product reads its layer's input after they have run)
+        self._deferrable = frozenset(i for i, layer in enumerate(self._layers) if layer.defers_gradients
+                                     and all(_keeps_outputs(before) for before in self._layers[:i]))
         self._planned = list(self._layers)
 
     def _plan(self) -> set[int]:
@@ -401,7 +415,7 @@ class Sequential(Layer):
         return x, saved
 
     def backward(self, saved: list, dy: Any, need_dx: bool = True, dz: Any = None,
-                 stop: int | None = None) -> tuple[Any, dict]:
+                 stop: int | None = None, defer: bool = False) -> tuple[Any, dict]:
         """Back through the layers, stopping at the first one whose input gradient nobody needs.
 
         Args:
@@ -412,6 +426,9 @@ class Sequential(Layer):
             dz: the gradient of the last layer's pre-activation, when the loss fused with the
                 output activation. Defaults to None.
             stop: the first layer with trainable weights, when the caller knows it already.
+            defer: let the layers that can (``Layer.defers_gradients``) give kernel gradients as
+                ``nnx.ops.DeferredMatmul`` products, on a backend whose update consumes them
+                (``ops.defers_matmuls``); ``fit``'s step does. Defaults to False: arrays only.
 
         Returns:
             ``(dx, grads)``: the input gradient (None when ``need_dx`` is false) and a dict from
@@ -425,21 +442,29 @@ class Sequential(Layer):
         elif stop is None:
             stop = self._first_backward
         layers, pooled = self._layers, self._pooled  # as the forward pass that saved ``saved`` planned
+        ops = self.backend.ops
+        deferrable = self._deferrable if defer and ops.defers_matmuls else ()
         last = len(layers) - 1
-        for i in range(last, stop - 1, -1):
-            layer, want_dx = layers[i], need_dx or i > stop
-            if i - 1 in pooled:  # the pooling of a pair: its backward runs in the layer before it
-                continue
-            if i in pooled:
-                dy, g = layer.backward_pooled(saved[i], dy, layers[i + 1], want_dx)
-            elif i == last and dz is not None:
-                dy, g = layer.backward_from_logits(saved[i], dz, want_dx)
-            else:
-                out = layer.backward(saved[i], dy, want_dx)
-                if not isinstance(out, (tuple, list)) or len(out) != 2 or not isinstance(out[1], dict):
-                    raise _broken_contract(layer, "backward", "(dx, grads) with grads a dict", out)
-                dy, g = out
-            grads.update(g)
+        try:
+            for i in range(last, stop - 1, -1):
+                layer, want_dx = layers[i], need_dx or i > stop
+                if i - 1 in pooled:  # the pooling of a pair: its backward runs in the layer before it
+                    continue
+                if deferrable:
+                    ops.deferring = i in deferrable
+                if i in pooled:
+                    dy, g = layer.backward_pooled(saved[i], dy, layers[i + 1], want_dx)
+                elif i == last and dz is not None:
+                    dy, g = layer.backward_from_logits(saved[i], dz, want_dx)
+                else:
+                    out = layer.backward(saved[i], dy, want_dx)
+                    if not isinstance(out, (tuple, list)) or len(out) != 2 or not isinstance(out[1], dict):
+                        raise _broken_contract(layer, "backward", "(dx, grads) with grads a dict", out)
+                    dy, g = out
+                grads.update(g)
+        finally:
+            if deferrable:
+                ops.deferring = False
         return dy, grads
 
     def update_state(self, saved: list) -> None:
@@ -486,9 +511,13 @@ class Sequential(Layer):
 
         >>> step = model.compute_gradients(nnx.asarray(x), nnx.asarray(y)); model.apply_gradients(step.grads)
         """
+        return self._gradients(x, y, backend or self.backend, sample_weight, False)
+
+    def _gradients(self, x: Any, y: Any, backend: _backend.Backend, sample_weight: Any, defer: bool) -> Step:
+        """``compute_gradients``; ``defer``: kernel gradients may be ``nnx.ops.DeferredMatmul``
+        products (see ``backward``), for an optimizer that consumes them (``takes_deferred``)."""
         if self.loss is None:
             self._require_compiled("computing gradients")
-        backend = backend or self.backend
         xp = backend.xp
         p, saved = self.forward(x, training=True)
         weighted = {} if sample_weight is None else {"sample_weight": sample_weight}  # a user's loss may not take it
@@ -501,7 +530,7 @@ class Sequential(Layer):
         if not (isinstance(penalty, float) and penalty == 0.0):
             loss = loss + penalty
         trainable, first = self._trainable_plan()
-        grads = self.backward(saved, dy, need_dx=False, dz=dz, stop=first)[1] if trainable else {}
+        grads = self.backward(saved, dy, need_dx=False, dz=dz, stop=first, defer=defer)[1] if trainable else {}
         if len(grads) == len(trainable):  # every gradient is of a trainable weight (the usual case)
             for w in trainable:
                 if w.regularizer is not None or w not in grads:
@@ -515,7 +544,7 @@ class Sequential(Layer):
                 raise ValueError(f"A layer's backward returned no gradient for its trainable weight {w.path!r}: "
                                  f"grads must map every weight in the layer's trainable_weights to its gradient.")
             if w.regularizer is not None:
-                g = g + w.regularizer.gradient(xp, w.value)
+                g = backend.ops.materialize(g) + w.regularizer.gradient(xp, w.value)
             out[w] = g
         return Step(loss, p, out, saved)
 

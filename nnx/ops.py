@@ -35,6 +35,32 @@ def clip(xp: Any, x: Any, low: float | None, high: float | None) -> Any:
     return x
 
 
+class DeferredMatmul:
+    """A weight gradient kept as the product ``a.T @ b`` it equals (a Dense kernel's ``x.T @ dz``),
+    for an update that writes the product into the weight directly: NumPy's SGD step
+    ``w -= lr * x.T @ dz`` is then one BLAS ``gemm`` into ``w``, with no gradient array made and
+    no second pass over the weight. Only a backend that says it can consume one
+    (``Ops.defers_matmuls``) is handed one, and only inside ``fit``'s step; ``Ops.materialize``
+    turns it into the array.
+
+    >>> g = DeferredMatmul(x, dz); g.shape   # (x.shape[1], dz.shape[1])
+    """
+
+    __slots__ = ("a", "b")
+
+    def __init__(self, a: Any, b: Any):
+        self.a = a
+        self.b = b
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.a.shape[1], self.b.shape[1])
+
+    @property
+    def dtype(self) -> Any:
+        return self.a.dtype
+
+
 class Ops(ConvOps):
     """Portable operations over an Array API namespace ``xp`` on ``device`` (the convolution and
     pooling ones are in ``nnx.conv_ops``)."""
@@ -42,10 +68,15 @@ class Ops(ConvOps):
     name = "portable"
     #: activation classes with a backend kernel; see ``fast_activation``
     fast_activations: frozenset = frozenset()
+    #: whether ``sgd_update`` takes a ``DeferredMatmul`` gradient (a subclass that fuses the product
+    #: into the update sets it)
+    defers_matmuls = False
 
     def __init__(self, xp: Any, device: Any):
         self.xp = xp
         self.device = device
+        #: set by the model's backward, layer by layer, while a training step may defer products
+        self.deferring = False
 
     def has_fast_path(self, obj: Any) -> bool:
         """True when this backend has a kernel for exactly ``type(obj)``."""
@@ -57,6 +88,18 @@ class Ops(ConvOps):
         axes). Layers multiply through here so that a backend can route the product (CuPy sends
         it straight to cuBLAS while a training step is being captured as a CUDA graph)."""
         return a @ b
+
+    def weight_gradient(self, x: Any, dz: Any) -> Any:
+        """A kernel's gradient ``x.T @ dz`` (``x`` (n, d), ``dz`` (n, units)): the array, or,
+        while ``deferring``, a ``DeferredMatmul`` the update consumes (the caller keeps ``x`` and
+        ``dz`` unchanged until then)."""
+        if self.deferring:
+            return DeferredMatmul(x, dz)
+        return self.matmul(x.T, dz)
+
+    def materialize(self, g: Any) -> Any:
+        """``g`` as an array: a ``DeferredMatmul``'s product, any other gradient as it is."""
+        return self.matmul(g.a.T, g.b) if type(g) is DeferredMatmul else g
 
     # -- activations -----------------------------------------------------------------------
     @staticmethod

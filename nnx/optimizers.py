@@ -149,6 +149,12 @@ class Optimizer:
         return rate
 
     # -- the step --------------------------------------------------------------------------
+    @property
+    def takes_deferred(self) -> bool:
+        """Whether ``update`` hands ``nnx.ops.DeferredMatmul`` gradients to a backend operation that
+        consumes them, so ``fit`` may leave Dense kernel gradients as products (only SGD's does)."""
+        return False
+
     def _slots_for(self, weight: Any, backend: Any) -> list[Any]:
         slots = self._slots.get(weight)
         if slots is None:
@@ -176,10 +182,10 @@ class Optimizer:
         >>> model.optimizer.apply(step.grads, model.backend)
         """
         lr = self.learning_rate if self._device_scalars is None else self._device_scalars[0]
-        if self.clipnorm is not None or self.clipvalue is not None or self.global_clipnorm is not None:
-            grads = self._clip_gradients(grads, backend.xp)
-        self.iterations += 1
         ops = backend.ops
+        if self.clipnorm is not None or self.clipvalue is not None or self.global_clipnorm is not None:
+            grads = self._clip_gradients({w: ops.materialize(g) for w, g in grads.items()}, backend.xp)
+        self.iterations += 1
         for weight, g in grads.items():
             self.update(ops, weight.value, g, self._slots_for(weight, backend), lr)
 
@@ -365,6 +371,13 @@ class SGD(Optimizer):
         self.momentum = _check_float(momentum, "momentum", 0.0, 1.0)
         self.nesterov = bool(nesterov)
         self.slots = ("momentum",) if self.momentum else ()
+
+    @property
+    def takes_deferred(self) -> bool:
+        # ``sgd_update`` adds a product into the weight or the momentum; Nesterov's step needs the
+        # gradient twice, clipping needs its values, and a subclass's own ``update`` may need the array
+        return (type(self).update is SGD.update and not self.nesterov and self.clipnorm is None
+                and self.clipvalue is None and self.global_clipnorm is None)
 
     def update(self, ops, w, g, slots, lr):
         ops.sgd_update(w, g, slots[0] if slots else None, _like(lr, w), self.momentum, self.nesterov)

@@ -302,15 +302,23 @@ def test_numpy_sgd_update_takes_blas(fused, monkeypatch, make):
     assert not np.allclose(results["portable"], w0)
 
 
+def _count_blas(monkeypatch, blas, names=("axpy", "axpby", "gemm_tn")):
+    """Record the name of every call to ``blas``'s methods ``names`` in the list returned."""
+    calls = []
+    for name in names:
+        original = getattr(blas, name)
+        monkeypatch.setattr(blas, name, lambda *a, _f=original, _n=name: (calls.append(_n), _f(*a))[1])
+    return calls
+
+
 @pytest.mark.parametrize("make", OPTIMIZERS[:3], ids=OPTIMIZER_IDS[:3])
 def test_numpy_blas_sgd_trains_a_whole_model_as_the_portable_update(fused, monkeypatch, make):
     """A model whose first and middle kernels are large enough for BLAS (over 32k entries) trains
-    through fit to the weights the portable update gives, and BLAS did run."""
+    through fit to the weights the portable update gives, and BLAS did run: after the first step,
+    each kernel's ``x.T @ dz`` goes into its weight (plain SGD) or momentum by one ``gemm``, with
+    no gradient array; Nesterov's step needs the gradient twice and keeps the arrays."""
     blas = _numpy_blas(fused)
-    calls = []
-    for name in ("axpy", "axpby"):
-        original = getattr(blas, name)
-        monkeypatch.setattr(blas, name, lambda *a, _f=original, _n=name: (calls.append(_n), _f(*a))[1])
+    calls = _count_blas(monkeypatch, blas)
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(48, 300)).astype("float32"), rng.integers(0, 4, size=48)
     smallest = fused.ops.blas_min_size
@@ -326,9 +334,171 @@ def test_numpy_blas_sgd_trains_a_whole_model_as_the_portable_update(fused, monke
 
     w_fused, loss_fused = train()
     assert calls, "fit's SGD update did not go through BLAS"
+    steps = 3 * 3  # 48 samples in batches of 16, 3 epochs
+    nesterov = make().nesterov
+    assert calls.count("gemm_tn") == (0 if nesterov else 3 * (steps - 1))
+    if not nesterov:  # the first step's gradients are arrays (checked before any weight changes)
+        assert calls[:2] == (["axpby", "axpy"] if make().momentum else ["axpy", "axpy"])
     monkeypatch.setattr(fused, "ops", _portable(fused))
     w_portable, loss_portable = train()
     np.testing.assert_allclose(loss_fused, loss_portable, rtol=1e-5)
     for a, b in zip(w_fused, w_portable):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
     assert loss_fused[-1] < loss_fused[0]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_numpy_blas_gemm_tn(fused, dtype):
+    """``c = alpha a.T @ b + beta c`` in place, against float64 NumPy; what it must not be handed."""
+    blas = _numpy_blas(fused)
+    rng = np.random.default_rng(4)
+    a, b, c = (rng.normal(size=s).astype(dtype) for s in ((9, 5), (9, 7), (5, 7)))
+    assert blas.gemm_usable(a, b) and blas.gemm_usable(a, b, c)
+    for alpha, beta in ((-0.3, 1.0), (0.5, 0.9), (1.0, 0.0)):
+        out = c.copy()
+        blas.gemm_tn(alpha, a, b, beta, out)
+        tol = 50 * float(np.finfo(dtype).eps)
+        np.testing.assert_allclose(out, alpha * (a.astype(np.float64).T @ b) + beta * c, rtol=tol, atol=tol)
+    other = "float32" if dtype == "float64" else "float64"
+    assert not blas.gemm_usable(a.astype("float16"), b.astype("float16"))
+    assert not blas.gemm_usable(a, b.astype(other)) and not blas.gemm_usable(a[:, ::2], b)
+    assert not blas.gemm_usable(np.asfortranarray(a), b) and not blas.gemm_usable(a[:8], b)
+    assert not blas.gemm_usable(a, b, c.astype(other)) and not blas.gemm_usable(a, b, c.T.copy())
+    assert not blas.gemm_usable(a, b, np.asfortranarray(c)) and not blas.gemm_usable(a, b, np.broadcast_to(c[0], c.shape))
+    square = rng.normal(size=(5, 5)).astype(dtype)  # the target is a factor: gemm would read what it writes
+    assert not blas.gemm_usable(square, square, square)
+
+
+def _deferring_model(layers, make=lambda: nnx.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy"):
+    nnx.seed(5)
+    model = nnx.Sequential(layers)
+    model.compile(make(), loss)
+    return model
+
+
+def _train_both(fused, monkeypatch, build, epochs=2):
+    """(weights, losses) from fit with the backend's ops, then with the portable ops, and the BLAS
+    calls of the first."""
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(40, 6)).astype("float32"), rng.integers(0, 3, size=40)
+    calls = _count_blas(monkeypatch, _numpy_blas(fused))
+    out = []
+    kernels = fused.ops
+    for ops in (kernels, _portable(fused)):
+        monkeypatch.setattr(fused, "ops", ops)
+        model = build()
+        history = model.fit(x, y, epochs=epochs, batch_size=10, verbose=0)
+        out.append((model.get_weights(), history.history["loss"]))
+    monkeypatch.setattr(fused, "ops", kernels)
+    (w_k, loss_k), (w_p, loss_p) = out
+    np.testing.assert_allclose(loss_k, loss_p, rtol=1e-5)
+    for a, b in zip(w_k, w_p):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    return calls
+
+
+class _Scribbler(nnx.layers.Layer):
+    """A user's layer whose backward writes into the output its forward returned (its own array):
+    a deferred product of the next layer's kernel would read it after that."""
+
+    def forward(self, x, training=False):
+        y = x * 2.0
+        return y, y
+
+    def backward(self, saved, dy, need_dx=True):
+        saved *= 0.0
+        return dy * 2.0, {}
+
+
+def test_deferred_products_only_after_nnx_layers(fused, monkeypatch):
+    """Only a Dense with nnx's own layers before it leaves its kernel gradient as a product; one
+    after a user's layer (which may write into its outputs in backward) gives the array, and the
+    training matches the portable update either way."""
+    def build():
+        return _deferring_model([nnx.Input(6), nnx.Dense(5, activation="tanh"), _Scribbler(),
+                                 nnx.Dense(4, activation="relu"), nnx.Dense(3, activation="softmax")])
+    model = build()
+    model.predict(np.zeros((1, 6), "float32"), verbose=0)
+    assert model._deferrable == frozenset({0})  # the last two Dense come after the user's layer
+    calls = _train_both(fused, monkeypatch, build)
+    assert calls.count("gemm_tn") == 2 * 4 - 1  # the first kernel, each step after the first (4 an epoch)
+
+    def build_after():  # the user's layer last: every Dense before it defers
+        return _deferring_model([nnx.Input(6), nnx.Dense(5, activation="tanh"), nnx.Dropout(0.0), nnx.Flatten(),
+                                 nnx.Dense(3, activation="softmax"), _Scribbler()])
+    calls = _train_both(fused, monkeypatch, build_after)
+    assert calls.count("gemm_tn") == 2 * (2 * 4 - 1)  # both kernels
+
+
+def test_dense_subclass_that_overrides_backward_gets_arrays():
+    """A subclass that overrides backward works on the gradients it returns: it gets arrays."""
+    class Halved(nnx.Dense):
+        def backward_from_logits(self, saved, dz, need_dx=True):
+            dx, grads = super().backward_from_logits(saved, dz, need_dx)
+            return dx, {w: g * 0.5 for w, g in grads.items()}
+
+    class Named(nnx.Dense):
+        def forward(self, x, training=False):
+            return super().forward(x, training)
+
+    assert nnx.Dense.defers_gradients and Named.defers_gradients
+    assert not Halved.defers_gradients and not nnx.layers.Layer.defers_gradients
+
+
+@pytest.mark.parametrize("case", ["subclass", "regularizer", "clipnorm", "clipvalue"])
+def test_deferred_products_meet_what_needs_arrays(fused, monkeypatch, case):
+    """What works on a kernel's gradient array (a subclass's backward, a regularizer's gradient
+    added to it, clipping) gets the array, and trains as the portable update."""
+    class Halved(nnx.Dense):
+        def backward_from_logits(self, saved, dz, need_dx=True):
+            dx, grads = super().backward_from_logits(saved, dz, need_dx)
+            return dx, {w: g * 0.5 for w, g in grads.items()}
+
+    make = {"clipnorm": lambda: nnx.optimizers.SGD(0.1, clipnorm=0.05),
+            "clipvalue": lambda: nnx.optimizers.SGD(0.1, clipvalue=0.01)}.get(case, lambda: nnx.optimizers.SGD(0.1))
+
+    def build():
+        first = nnx.Dense(5, activation="tanh", kernel_regularizer=nnx.regularizers.l2(0.1) if case == "regularizer" else None)
+        last = (Halved if case == "subclass" else nnx.Dense)(3, activation="softmax")
+        return _deferring_model([nnx.Input(6), first, last], make)
+    calls = _train_both(fused, monkeypatch, build)
+    # kernels left as products: the subclass's own is not, nor the regularized one; clipping needs them all
+    deferred = {"subclass": 1, "regularizer": 1, "clipnorm": 0, "clipvalue": 0}[case]
+    assert calls.count("gemm_tn") == deferred * (2 * 4 - 1)
+
+
+def test_deferred_products_stay_inside_fit(fused, monkeypatch):
+    """``compute_gradients`` and ``backward`` hand out arrays, also when called during ``fit``."""
+    _numpy_blas(fused)
+    seen = []
+
+    class Probe(nnx.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            step = self.model.compute_gradients(nnx.asarray(x[:4]), nnx.asarray(y[:4]))
+            seen.extend(type(g) for g in step.grads.values())
+            _, saved = self.model.forward(nnx.asarray(x[:4]), training=True)
+            seen.extend(type(g) for g in self.model.backward(saved, nnx.asarray(np.ones((4, 3), "float32")))[1].values())
+
+    rng = np.random.default_rng(2)
+    x, y = rng.normal(size=(20, 6)).astype("float32"), rng.integers(0, 3, size=20)
+    model = _deferring_model([nnx.Input(6), nnx.Dense(5, activation="tanh"), nnx.Dense(3, activation="softmax")])
+    model.fit(x, y, epochs=1, batch_size=5, verbose=0, callbacks=[Probe()])
+    assert seen and set(seen) == {np.ndarray}
+    assert not fused.ops.deferring
+
+
+def test_data_parallel_and_other_optimizers_do_not_defer(fused):
+    """Gradients stay arrays where something between computing and applying them needs them: a
+    loop that combines gradients across processes, an optimizer whose update reads them twice."""
+    model = _deferring_model([nnx.Input(6), nnx.Dense(3)], loss="mse")
+    params = {"fit": True}
+
+    class Reducing(nnx.training.Loop):
+        def reduce(self, grads):
+            return grads
+
+    assert nnx.training.Loop(model, fused, [], 0, params)._defers() == (fused.ops.defers_matmuls is True)
+    assert not Reducing(model, fused, [], 0, params)._defers()
+    for opt in (nnx.optimizers.SGD(0.1, momentum=0.9, nesterov=True), nnx.optimizers.Adam(), nnx.optimizers.RMSprop()):
+        model.compile(opt, "mse")
+        assert not opt.takes_deferred and not nnx.training.Loop(model, fused, [], 0, params)._defers()

@@ -197,6 +197,18 @@ class Layer:
     >>> model = nnx.Sequential([nnx.Input(4), Scale(), nnx.Dense(1)])
     """
 
+    #: whether ``backward`` may return a kernel gradient from ``ops.weight_gradient`` as an
+    #: ``nnx.ops.DeferredMatmul`` when the model lets it (``fit``'s step, on a backend whose update
+    #: consumes one). A subclass that overrides ``backward`` or ``backward_from_logits`` gets False
+    #: unless its own class body says otherwise: its code may work on the gradients it returns.
+    defers_gradients = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "defers_gradients" not in cls.__dict__ and ("backward" in cls.__dict__ or
+                                                        "backward_from_logits" in cls.__dict__):
+            cls.defers_gradients = False
+
     def __init__(self, name: str | None = None, trainable: bool = True, input_shape: Any = None,
                  input_dim: Any = None, dtype: str | None = None, **unknown: Any):
         if unknown:

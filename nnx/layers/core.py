@@ -70,6 +70,8 @@ class Dense(Layer):
     >>> layer = nnx.Dense(128, activation="relu", kernel_initializer="he_normal")
     """
 
+    defers_gradients = True  # the kernel's gradient comes from ``ops.weight_gradient``, untouched
+
     def __init__(
         self,
         units: int,
@@ -136,7 +138,7 @@ class Dense(Layer):
             if x.ndim != 2:  # (batch, ..., d): the kernel's gradient sums over every leading axis
                 xp = self.xp
                 x2, dz2 = xp.reshape(x, (-1, x.shape[-1])), xp.reshape(dz, (-1, self.units))
-            grads[self.kernel] = ops.matmul(x2.T, dz2)
+            grads[self.kernel] = ops.weight_gradient(x2, dz2)
             if self.use_bias:
                 grads[self.bias] = ops.sum_rows(dz2)
         return (ops.matmul(dz, self.kernel.value.T) if need_dx else None), grads
