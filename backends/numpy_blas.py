@@ -48,12 +48,33 @@ def _loaded_libraries() -> list[str]:
     return paths
 
 
+_READ_POINTER = ctypes.c_void_p.from_address
+# NumPy's array struct starts with the object header, then the data pointer
+# (``PyArrayObject_fields.data``), a layout NumPy keeps across versions: reading it there is about
+# a microsecond faster per array than ``__array_interface__`` (a dict built on every access) or
+# ``ndarray.ctypes`` (a Python object). ``find`` checks it (``_layout_ok``) before any BLAS call.
+_DATA_OFFSET = object.__basicsize__
+
+
+def _address(a: np.ndarray) -> int:
+    """The address of ``a``'s first element."""
+    return _READ_POINTER(id(a) + _DATA_OFFSET).value or 0
+
+
+def _layout_ok() -> bool:
+    """Whether ``_address`` reads what ``__array_interface__`` says, on arrays, views and offsets."""
+    base = np.arange(24, dtype=np.float64).reshape(4, 6)
+    return all(_address(a) == a.__array_interface__["data"][0]
+               for a in (base, base[1:], base[:, 2:], base.T, base.reshape(-1)[5:], np.empty(0), np.float32([1, 2])))
+
+
 class Blas:
     """``axpy`` (``y += a x``) and ``axpby`` (``y = a x + b y``) on contiguous float32 / float64
     NumPy arrays of one size, in place on ``y``, and ``gemm_tn`` (``c = alpha a.T @ b + beta c``)
     on C-ordered matrices. The integer arguments are passed as 64-bit slots, which both 32- and
     64-bit-int CBLAS builds read correctly for sizes below 2**31 (``usable`` and ``gemm_usable``
-    refuse larger ones)."""
+    refuse larger ones). The data pointers are read from the array objects (see ``_address``),
+    inline: a call per pointer would cost more than the read."""
 
     def __init__(self, functions: dict[tuple[str, type], ctypes._CFuncPtr]):
         self._f = functions
@@ -66,36 +87,34 @@ class Blas:
                 and x.flags.c_contiguous and y.flags.c_contiguous and y.flags.writeable and x.size < 2 ** 31)
 
     @staticmethod
-    def gemm_usable(a: np.ndarray, b: np.ndarray, c: np.ndarray | None = None) -> bool:
-        """Whether ``gemm_tn(alpha, a, b, beta, c)`` can run: ``a`` (k, m) and ``b`` (k, n) of one
-        float32/float64 dtype, both C-contiguous, fewer than 2**31 entries; and ``c`` (when given)
-        (m, n) of that dtype, C-contiguous, writeable, sharing no memory with ``a`` or ``b``."""
-        if c is None:
-            return (a.ndim == 2 and b.ndim == 2 and a.dtype == b.dtype and a.dtype.type in (np.float32, np.float64)
-                    and a.shape[0] == b.shape[0] and a.flags.c_contiguous and b.flags.c_contiguous
-                    and a.size < 2 ** 31 and b.size < 2 ** 31)
-        return (c.dtype == a.dtype and c.shape == (a.shape[1], b.shape[1]) and c.flags.c_contiguous
-                and c.flags.writeable and not np.may_share_memory(c, a) and not np.may_share_memory(c, b))
+    def gemm_usable(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> bool:
+        """Whether ``gemm_tn(alpha, a, b, beta, c)`` can run: ``a`` (k, m), ``b`` (k, n) and ``c``
+        (m, n) of one float32/float64 dtype, all C-contiguous, fewer than 2**31 entries each,
+        ``c`` writeable and sharing no memory with ``a`` or ``b``."""
+        if not (a.ndim == 2 and b.ndim == 2 and a.dtype == b.dtype == c.dtype and a.dtype.type in (np.float32, np.float64)
+                and a.shape[0] == b.shape[0] and c.shape == (a.shape[1], b.shape[1]) and a.flags.c_contiguous
+                and b.flags.c_contiguous and c.flags.c_contiguous and c.flags.writeable
+                and max(a.size, b.size, c.size) < 2 ** 31):
+            return False
+        read, offset = _READ_POINTER, _DATA_OFFSET  # contiguous: each spans [address, address + nbytes)
+        pa, pb, pc = read(id(a) + offset).value or 0, read(id(b) + offset).value or 0, read(id(c) + offset).value or 0
+        return (pc + c.nbytes <= pa or pa + a.nbytes <= pc) and (pc + c.nbytes <= pb or pb + b.nbytes <= pc)
 
-    # the data pointers come from ``__array_interface__`` (built in C), not ``ndarray.ctypes``
-    # (a helper object made in Python on every access)
     def axpy(self, a: float, x: np.ndarray, y: np.ndarray) -> None:
         """``y += a * x`` in one pass (check ``usable`` first)."""
-        self._f["axpy", x.dtype.type](x.size, a, x.__array_interface__["data"][0], 1,
-                                      y.__array_interface__["data"][0], 1)
+        read, offset = _READ_POINTER, _DATA_OFFSET
+        self._f["axpy", x.dtype.type](x.size, a, read(id(x) + offset).value, 1, read(id(y) + offset).value, 1)
 
     def axpby(self, a: float, x: np.ndarray, b: float, y: np.ndarray) -> None:
         """``y = a * x + b * y`` in one pass (check ``usable`` first)."""
-        self._f["axpby", x.dtype.type](x.size, a, x.__array_interface__["data"][0], 1, b,
-                                       y.__array_interface__["data"][0], 1)
-
+        read, offset = _READ_POINTER, _DATA_OFFSET
+        self._f["axpby", x.dtype.type](x.size, a, read(id(x) + offset).value, 1, b, read(id(y) + offset).value, 1)
 
     def gemm_tn(self, alpha: float, a: np.ndarray, b: np.ndarray, beta: float, c: np.ndarray) -> None:
         """``c = alpha * a.T @ b + beta * c`` in place (check ``gemm_usable`` first)."""
-        (k, m), n = a.shape, b.shape[1]
-        self._f["gemm", a.dtype.type](_ROW_MAJOR, _TRANS, _NO_TRANS, m, n, k, alpha, a.__array_interface__["data"][0],
-                                      m, b.__array_interface__["data"][0], n, beta,
-                                      c.__array_interface__["data"][0], n)
+        (k, m), n, read, offset = a.shape, b.shape[1], _READ_POINTER, _DATA_OFFSET
+        self._f["gemm", a.dtype.type](_ROW_MAJOR, _TRANS, _NO_TRANS, m, n, k, alpha, read(id(a) + offset).value, m,
+                                      read(id(b) + offset).value, n, beta, read(id(c) + offset).value, n)
 
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112  # CBLAS's enum values
@@ -140,13 +159,14 @@ _found: list = []
 
 
 def find() -> Blas | None:
-    """The process's CBLAS as a ``Blas``, or None (not found, or wrong on the probe). Searched
-    once; ``NNX_NUMPY_BLAS=0`` turns it off."""
+    """The process's CBLAS as a ``Blas``, or None (not found, wrong on the probe, or NumPy's
+    arrays laid out otherwise than ``_address`` reads them). Searched once; ``NNX_NUMPY_BLAS=0``
+    turns it off."""
     if _found:
         return _found[0]
     blas = None
     # 64-bit integer arguments read as 32-bit ones only on a little-endian machine
-    if os.environ.get("NNX_NUMPY_BLAS", "1") != "0" and sys.byteorder == "little":
+    if os.environ.get("NNX_NUMPY_BLAS", "1") != "0" and sys.byteorder == "little" and _layout_ok():
         for path in _loaded_libraries():
             try:
                 lib = ctypes.CDLL(path)

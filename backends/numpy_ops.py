@@ -94,7 +94,7 @@ class NumpyOps(NumpyConvOps, Ops):
         if b is not None:
             np.add(z, b, out=z)
         y = forward(z)
-        return y, self._saved(act, None, y)
+        return y, (y if act.saves == "y" else None)  # ``_saved`` (no x: z was consumed)
 
     def activation_backward(self, act, dy, saved):
         backward = _BACKWARD.get(type(act))
@@ -102,10 +102,10 @@ class NumpyOps(NumpyConvOps, Ops):
             return super().activation_backward(act, dy, saved)
         return backward(dy, saved)
 
-    def weight_gradient(self, x, dz):
-        # deferred only where the update's gemm can read both factors as they are
-        if self.deferring and self.blas.gemm_usable(x, dz):
-            return DeferredMatmul(x, dz)
+    def weight_gradient(self, x, dz, kernel):
+        # deferred only where the update's gemm can take the factors and the kernel as they are
+        if self.deferring and self.blas.gemm_usable(x, dz, kernel):
+            return tuple.__new__(DeferredMatmul, (x, dz))
         return np.matmul(x.T, dz)
 
     def sum_rows(self, a):
@@ -145,44 +145,50 @@ class NumpyOps(NumpyConvOps, Ops):
         return g if g.flags.writeable and g.base is None else g.copy()
 
     def sgd_update(self, w, g, velocity, lr, momentum, nesterov):
+        self.sgd_updates(((w, g, velocity),), lr, momentum, nesterov)
+
+    def sgd_updates(self, updates, lr, momentum, nesterov):
         blas = self.blas
-        if type(g) is DeferredMatmul:
-            # the factors passed ``gemm_usable`` when the product was deferred
-            if isinstance(lr, float) and not nesterov and blas.gemm_usable(g.a, g.b, w) \
-                    and (velocity is None or blas.gemm_usable(g.a, g.b, velocity)):
-                if velocity is None:  # w -= lr x.T @ dz: the product lands in w
-                    blas.gemm_tn(-lr, g.a, g.b, 1.0, w)
-                else:  # v = m v - lr x.T @ dz; w += v
-                    blas.gemm_tn(-lr, g.a, g.b, momentum, velocity)
-                    blas.axpy(1.0, velocity, w)
-                return
-            g = self.materialize(g)
-        if blas is not None and w.size >= self.blas_min_size and isinstance(lr, float) and blas.usable(g, w) \
-                and (velocity is None or blas.usable(g, velocity)):
-            if velocity is None:  # w -= lr g: one pass instead of scaling g, then subtracting it
-                blas.axpy(-lr, g, w)
-            else:
-                blas.axpby(-lr, g, momentum, velocity)  # v = m v - lr g
-                if nesterov:  # w += m v - lr g
-                    blas.axpy(momentum, velocity, w)
+        fused = blas is not None and isinstance(lr, float)  # BLAS takes a Python rate, not a device scalar
+        for w, g, velocity in updates:
+            if type(g) is DeferredMatmul:
+                # the factors and w passed ``gemm_usable`` when the product was deferred
+                if fused and not nesterov and (velocity is None or blas.usable(w, velocity)):
+                    x, dz = g
+                    if velocity is None:  # w -= lr x.T @ dz: the product lands in w
+                        blas.gemm_tn(-lr, x, dz, 1.0, w)
+                    else:  # v = m v - lr x.T @ dz; w += v
+                        blas.gemm_tn(-lr, x, dz, momentum, velocity)
+                        blas.axpy(1.0, velocity, w)
+                    continue
+                g = self.materialize(g)
+            if fused and w.size >= self.blas_min_size and blas.usable(g, w) \
+                    and (velocity is None or blas.usable(g, velocity)):
+                if velocity is None:  # w -= lr g: one pass instead of scaling g, then subtracting it
                     blas.axpy(-lr, g, w)
                 else:
-                    blas.axpy(1.0, velocity, w)
-            return
-        g = self._owned(g)
-        g *= w.dtype.type(lr)
-        if velocity is None:
-            w -= g
-            return
-        m = w.dtype.type(momentum)
-        velocity *= m
-        velocity -= g
-        if nesterov:  # w += m v - lr g
-            g *= -1
-            g += m * velocity
-            w += g
-        else:
-            w += velocity
+                    blas.axpby(-lr, g, momentum, velocity)  # v = m v - lr g
+                    if nesterov:  # w += m v - lr g
+                        blas.axpy(momentum, velocity, w)
+                        blas.axpy(-lr, g, w)
+                    else:
+                        blas.axpy(1.0, velocity, w)
+                continue
+            if not g.flags.writeable or g.base is not None:  # ``_owned``, inline: one call per weight less
+                g = g.copy()
+            g *= w.dtype.type(lr)
+            if velocity is None:
+                w -= g
+                continue
+            m = w.dtype.type(momentum)
+            velocity *= m
+            velocity -= g
+            if nesterov:  # w += m v - lr g
+                g *= -1
+                g += m * velocity
+                w += g
+            else:
+                w += velocity
 
     def adam_update(self, w, g, m, v, step_size, beta_1, beta_2, epsilon):
         g = self._owned(g)

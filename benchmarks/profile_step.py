@@ -65,20 +65,20 @@ def timed_iter(owner, into, phase):
 
 
 def profile_nnx(x, y, batch_size, epochs, backend, into):
-    """nnx's fit with its phases timed; backward is compute_gradients less forward and loss."""
+    """nnx's fit with its phases timed; backward is the gradients less forward and loss."""
     t = collections.defaultdict(float)
     loss_class = type(nnx.losses.get("sparse_categorical_crossentropy"))
     undo = [timed_iter(training.Batches, t, "take"),
             timed(models.Sequential, "forward", t, "forward"),
             timed(loss_class, "logits_value_and_gradient", t, "loss"),
-            timed(models.Sequential, "compute_gradients", t, "compute_gradients"),
+            timed(models.Sequential, "_gradients", t, "gradients"),  # what fit's step calls
             timed(optimizers.Optimizer, "apply", t, "update")]
     try:
         seconds, _ = mlp.run_nnx(x, y, batch_size, epochs, backend)
     finally:
         for u in undo:
             u()
-    t["backward"] = t.pop("compute_gradients") - t["forward"] - t["loss"]
+    t["backward"] = t.pop("gradients") - t["forward"] - t["loss"]
     for phase, value in t.items():
         into[phase] += value
     return seconds

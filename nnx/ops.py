@@ -15,6 +15,7 @@ optimizer applies). Every other argument is read-only.
 """
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 from . import activations as _act
@@ -35,30 +36,33 @@ def clip(xp: Any, x: Any, low: float | None, high: float | None) -> Any:
     return x
 
 
-class DeferredMatmul:
+class DeferredMatmul(tuple):
     """A weight gradient kept as the product ``a.T @ b`` it equals (a Dense kernel's ``x.T @ dz``),
     for an update that writes the product into the weight directly: NumPy's SGD step
     ``w -= lr * x.T @ dz`` is then one BLAS ``gemm`` into ``w``, with no gradient array made and
-    no second pass over the weight. Only a backend that says it can consume one
-    (``Ops.defers_matmuls``) is handed one, and only inside ``fit``'s step; ``Ops.materialize``
-    turns it into the array.
+    no second pass over the weight. Only ``weight_gradient`` of a backend that consumes them
+    (``Ops.defers_matmuls``) makes one, for factors and a weight its update can take, and only
+    inside ``fit``'s step; ``Ops.materialize`` turns it into the array. (A tuple ``(a, b)``: made
+    without a Python call, as the step makes one per kernel.)
 
     >>> g = DeferredMatmul(x, dz); g.shape   # (x.shape[1], dz.shape[1])
     """
 
-    __slots__ = ("a", "b")
+    __slots__ = ()
 
-    def __init__(self, a: Any, b: Any):
-        self.a = a
-        self.b = b
+    def __new__(cls, a: Any, b: Any) -> "DeferredMatmul":
+        return tuple.__new__(cls, (a, b))
+
+    a = property(operator.itemgetter(0), doc="The left factor (``x``), transposed in the product.")
+    b = property(operator.itemgetter(1), doc="The right factor (``dz``).")
 
     @property
     def shape(self) -> tuple[int, int]:
-        return (self.a.shape[1], self.b.shape[1])
+        return (self[0].shape[1], self[1].shape[1])
 
     @property
     def dtype(self) -> Any:
-        return self.a.dtype
+        return self[0].dtype
 
 
 class Ops(ConvOps):
@@ -89,12 +93,11 @@ class Ops(ConvOps):
         it straight to cuBLAS while a training step is being captured as a CUDA graph)."""
         return a @ b
 
-    def weight_gradient(self, x: Any, dz: Any) -> Any:
-        """A kernel's gradient ``x.T @ dz`` (``x`` (n, d), ``dz`` (n, units)): the array, or,
-        while ``deferring``, a ``DeferredMatmul`` the update consumes (the caller keeps ``x`` and
-        ``dz`` unchanged until then)."""
-        if self.deferring:
-            return DeferredMatmul(x, dz)
+    def weight_gradient(self, x: Any, dz: Any, kernel: Any) -> Any:
+        """The gradient ``x.T @ dz`` of ``kernel`` (``x`` (n, d), ``dz`` (n, units), ``kernel``
+        (d, units)): the array, or, while ``deferring`` on a backend that ``defers_matmuls``, a
+        ``DeferredMatmul`` its update adds into ``kernel`` (the caller keeps ``x`` and ``dz``
+        unchanged until then)."""
         return self.matmul(x.T, dz)
 
     def materialize(self, g: Any) -> Any:
@@ -171,6 +174,12 @@ class Ops(ConvOps):
             w += momentum * velocity - step
         else:
             w += velocity
+
+    def sgd_updates(self, updates: Any, lr: float, momentum: float, nesterov: bool) -> None:
+        """``sgd_update`` for each ``(w, g, velocity)`` of ``updates`` (each ``g`` consumed): one
+        call per step for all the weights, which a backend may run as one loop of its own."""
+        for w, g, velocity in updates:
+            self.sgd_update(w, g, velocity, lr, momentum, nesterov)
 
     def adam_update(self, w: Any, g: Any, m: Any, v: Any, step_size: float, beta_1: float, beta_2: float,
                     epsilon: float) -> None:

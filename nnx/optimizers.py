@@ -186,6 +186,10 @@ class Optimizer:
         if self.clipnorm is not None or self.clipvalue is not None or self.global_clipnorm is not None:
             grads = self._clip_gradients({w: ops.materialize(g) for w, g in grads.items()}, backend.xp)
         self.iterations += 1
+        self._update_all(ops, grads, backend, lr)
+
+    def _update_all(self, ops: Any, grads: dict[Any, Any], backend: Any, lr: Any) -> None:
+        """``update`` for each weight record of ``grads``, with its slot arrays."""
         for weight, g in grads.items():
             self.update(ops, weight.value, g, self._slots_for(weight, backend), lr)
 
@@ -381,6 +385,18 @@ class SGD(Optimizer):
 
     def update(self, ops, w, g, slots, lr):
         ops.sgd_update(w, g, slots[0] if slots else None, _like(lr, w), self.momentum, self.nesterov)
+
+    def _update_all(self, ops, grads, backend, lr):
+        # every weight in one backend call; a subclass's own ``update`` and a captured step's device
+        # rate (converted per weight by ``_like``) go weight by weight
+        if type(self).update is not SGD.update or type(lr) is not float:
+            super()._update_all(ops, grads, backend, lr)
+            return
+        if self.momentum:
+            updates = [(weight.value, g, self._slots_for(weight, backend)[0]) for weight, g in grads.items()]
+        else:
+            updates = [(weight.value, g, None) for weight, g in grads.items()]
+        ops.sgd_updates(updates, lr, self.momentum, self.nesterov)
 
     def _own_config(self):
         return {"momentum": self.momentum, "nesterov": self.nesterov}

@@ -141,7 +141,7 @@ def test_optimizer_updates(fused, monkeypatch, make):
         for g in grads:
             opt.apply({weight: nnx.asarray(g.copy())}, fused)
         assert weight.value is array  # in place
-        return nnx.to_numpy(weight.value), [nnx.to_numpy(s) for s in opt._slots[weight]]
+        return nnx.to_numpy(weight.value), [nnx.to_numpy(s) for s in opt._slots.get(weight, [])]
 
     w_kernel, slots_kernel = run()
     monkeypatch.setattr(fused, "ops", _portable(fused))
@@ -353,20 +353,30 @@ def test_numpy_blas_gemm_tn(fused, dtype):
     blas = _numpy_blas(fused)
     rng = np.random.default_rng(4)
     a, b, c = (rng.normal(size=s).astype(dtype) for s in ((9, 5), (9, 7), (5, 7)))
-    assert blas.gemm_usable(a, b) and blas.gemm_usable(a, b, c)
+    assert blas.gemm_usable(a, b, c)
     for alpha, beta in ((-0.3, 1.0), (0.5, 0.9), (1.0, 0.0)):
         out = c.copy()
         blas.gemm_tn(alpha, a, b, beta, out)
         tol = 50 * float(np.finfo(dtype).eps)
         np.testing.assert_allclose(out, alpha * (a.astype(np.float64).T @ b) + beta * c, rtol=tol, atol=tol)
     other = "float32" if dtype == "float64" else "float64"
-    assert not blas.gemm_usable(a.astype("float16"), b.astype("float16"))
-    assert not blas.gemm_usable(a, b.astype(other)) and not blas.gemm_usable(a[:, ::2], b)
-    assert not blas.gemm_usable(np.asfortranarray(a), b) and not blas.gemm_usable(a[:8], b)
-    assert not blas.gemm_usable(a, b, c.astype(other)) and not blas.gemm_usable(a, b, c.T.copy())
-    assert not blas.gemm_usable(a, b, np.asfortranarray(c)) and not blas.gemm_usable(a, b, np.broadcast_to(c[0], c.shape))
-    square = rng.normal(size=(5, 5)).astype(dtype)  # the target is a factor: gemm would read what it writes
-    assert not blas.gemm_usable(square, square, square)
+    refused = {"float16": (a.astype("float16"), b.astype("float16"), c.astype("float16")),
+               "mixed dtypes": (a, b.astype(other), c), "target dtype": (a, b, c.astype(other)),
+               "strided factor": (np.repeat(a, 2, axis=1)[:, ::2], b, c), "Fortran factor": (np.asfortranarray(a), b, c),
+               "rows differ": (a[:8], b, c), "target shape": (a, b, c.T.copy()),
+               "Fortran target": (a, b, np.asfortranarray(c)), "read-only target": (a, b, np.broadcast_to(c[0], c.shape)),
+               "1-D factor": (a[0], b, c)}
+    for why, args in refused.items():
+        assert not blas.gemm_usable(*args), why
+    # a target that overlaps a factor: gemm would read what it writes
+    square = rng.normal(size=(10, 5)).astype(dtype)
+    assert not blas.gemm_usable(square[:5], square[5:], square[:5])
+    assert not blas.gemm_usable(square[5:], square[:5], square[:5])
+    assert blas.gemm_usable(square[:5], square[:5], square[5:].copy())
+    buffer = rng.normal(size=(45,)).astype(dtype)  # neighbours in one buffer; one element shared
+    a2, b2 = buffer[:10].reshape(2, 5), buffer[10:20].reshape(2, 5)
+    assert blas.gemm_usable(a2, b2, buffer[20:45].reshape(5, 5))
+    assert not blas.gemm_usable(a2, b2, buffer[19:44].reshape(5, 5))
 
 
 def _deferring_model(layers, make=lambda: nnx.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy"):
@@ -502,3 +512,13 @@ def test_data_parallel_and_other_optimizers_do_not_defer(fused):
     for opt in (nnx.optimizers.SGD(0.1, momentum=0.9, nesterov=True), nnx.optimizers.Adam(), nnx.optimizers.RMSprop()):
         model.compile(opt, "mse")
         assert not opt.takes_deferred and not nnx.training.Loop(model, fused, [], 0, params)._defers()
+
+
+def test_numpy_blas_reads_data_pointers_from_the_arrays(fused):
+    """The pointer BLAS is handed is the array's first element, for views at an offset too."""
+    _numpy_blas(fused)
+    from nnx.backends import numpy_blas
+    base = np.arange(60, dtype=np.float32).reshape(6, 10)
+    for a in (base, base[2:], base[1:, 3:], base[::2], base.T, base.reshape(-1)[7:]):
+        assert numpy_blas._address(a) == a.__array_interface__["data"][0]
+    assert numpy_blas._layout_ok()
