@@ -243,6 +243,7 @@ class _EvalSums(_training.Sums):
         from mpi4py import MPI
 
         _sum_states(self.comm, self.backend, self.states, self.model.dtype)
+        self.fold()
         local = np.array([float(v) for v in self.values.values()] + [float(self.count)], dtype=np.float64)
         self.comm.Allreduce(MPI.IN_PLACE, local, op=MPI.SUM)
         count = max(float(local[-1]), 1.0)  # a Python float: the logs are floats, as in one process
@@ -362,6 +363,7 @@ class DistributedLoop(_training.Loop):
         if n_local:
             step = model.compute_gradients(x, y, backend, sample_weight=sample_weight)
             scratch.add(step.loss, y, step.predictions, n_local)
+            scratch.fold()
             extras = list(scratch.values.values())
             grads = [step.grads[w] for w in trainable]
         else:

@@ -12,6 +12,8 @@ import warnings
 from collections.abc import Mapping
 from typing import Any, Iterator
 
+from array_api_compat import device as _device
+
 from . import callbacks as _callbacks
 from . import data as _data
 from . import progbar as _progbar
@@ -134,6 +136,10 @@ class Sums:
         self.values: dict[str, Any] = {"loss": 0.0, **{m.name: 0.0 for m in self.mean_metrics}}
         self.count = 0
         self._to = xp.float64 if wide and hasattr(xp, "float64") else xp.float32
+        # the batch losses not yet added into values["loss"], and their sample counts: added all
+        # at once when the sums are read (``fold``), not with three array operations per step
+        self._losses: list[Any] = []
+        self._counts: list[int] = []
 
     def _wide(self, v: Any) -> Any:
         return v if getattr(v, "dtype", self._to) == self._to else self.xp.astype(v, self._to)
@@ -146,9 +152,26 @@ class Sums:
 
     def add_means(self, loss: Any, y: Any, p: Any, n: int) -> None:
         """Add a batch's loss (times ``n``) and mean metrics' totals."""
-        self.values["loss"] = self.values["loss"] + self._wide(loss) * n
+        self._losses.append(loss)
+        self._counts.append(n)
         for metric in self.mean_metrics:
             self.values[metric.name] = self.values[metric.name] + self._wide(metric.batch_total(self.xp, y, p))
+
+    def fold(self) -> None:
+        """Add the pending batch losses into ``values["loss"]``: one product and one sum on the
+        device for all of them (a loss that is not an array is added on its own)."""
+        losses, counts = self._losses, self._counts
+        if not losses:
+            return
+        self._losses, self._counts = [], []
+        xp, total = self.xp, self.values["loss"]
+        if all(hasattr(v, "shape") and v.shape == () for v in losses):
+            stacked = self._wide(xp.stack(losses))
+            total = total + xp.sum(stacked * xp.asarray(counts, dtype=self._to, device=_device(stacked)))
+        else:
+            for v, n in zip(losses, counts):
+                total = total + self._wide(v) * n
+        self.values["loss"] = total
 
     def add_states(self, y: Any, p: Any) -> None:
         """Add a batch to the stateful metrics."""
@@ -156,6 +179,7 @@ class Sums:
             metric.update(self.xp, y, p)
 
     def running(self) -> RunningLogs:
+        self.fold()
         return RunningLogs(self.values, self.count, self.states, self.names)
 
     def means(self) -> dict[str, float]:

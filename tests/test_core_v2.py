@@ -768,3 +768,23 @@ def test_initial_epoch_resumes_at_that_epoch(backend):
     rec = Epochs()
     history = model.fit(x, x[:, 0], epochs=5, initial_epoch=3, callbacks=[rec], verbose=0)
     assert history.epoch == [3, 4] and rec.seen == [3, 4] and len(history.history["loss"]) == 2
+
+
+def test_epoch_sums_weigh_each_batch_loss_by_its_samples(backend):
+    """The running loss is the sample-weighted mean of the batch losses, however often it is
+    read; a loss given as a Python float counts the same."""
+    model = nnx.Sequential([nnx.Input(2), nnx.Dense(1)])
+    model.compile("sgd", "mse")
+    xp = backend.xp
+    sums = nnx.training.Sums(model, xp, backend.has_float64)
+    batches = [(0.5, 4), (2.0, 4), (1.25, 2)]
+    for i, (loss, n) in enumerate(batches):
+        value = loss if i == 1 else xp.asarray(loss, dtype=xp.float32, device=backend.device)
+        sums.add(value, None, None, n)
+        if i == 0:
+            assert sums.running()["loss"] == pytest.approx(0.5)
+    expected = sum(loss * n for loss, n in batches) / 10
+    assert sums.running()["loss"] == pytest.approx(expected, rel=1e-6)
+    assert sums.means() == {"loss": pytest.approx(expected, rel=1e-6)}
+    sums.add(xp.asarray(3.0, dtype=xp.float32, device=backend.device), None, None, 10)
+    assert sums.means()["loss"] == pytest.approx((expected * 10 + 30) / 20, rel=1e-6)
