@@ -54,6 +54,7 @@ _READ_POINTER = ctypes.c_void_p.from_address
 # a microsecond faster per array than ``__array_interface__`` (a dict built on every access) or
 # ``ndarray.ctypes`` (a Python object). ``find`` checks it (``_layout_ok``) before any BLAS call.
 _DATA_OFFSET = object.__basicsize__
+_FLOAT32, _FLOAT64 = np.dtype(np.float32), np.dtype(np.float64)
 
 
 def _address(a: np.ndarray) -> int:
@@ -89,13 +90,19 @@ class Blas:
     @staticmethod
     def gemm_usable(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> bool:
         """Whether ``gemm_tn(alpha, a, b, beta, c)`` can run: ``a`` (k, m), ``b`` (k, n) and ``c``
-        (m, n) of one float32/float64 dtype, all C-contiguous, fewer than 2**31 entries each,
-        ``c`` writeable and sharing no memory with ``a`` or ``b``."""
-        if not (a.ndim == 2 and b.ndim == 2 and a.dtype == b.dtype == c.dtype and a.dtype.type in (np.float32, np.float64)
-                and a.shape[0] == b.shape[0] and c.shape == (a.shape[1], b.shape[1]) and a.flags.c_contiguous
-                and b.flags.c_contiguous and c.flags.c_contiguous and c.flags.writeable
-                and max(a.size, b.size, c.size) < 2 ** 31):
+        (m, n) of one float32/float64 dtype, all C-contiguous, each dimension below 2**31, ``c``
+        writeable and sharing no memory with ``a`` or ``b``. (Once per kernel and step: the
+        cheapest tests first, and memory compared only when an array is a view.)"""
+        dt = c.dtype
+        if (dt is not _FLOAT32 and dt is not _FLOAT64) or a.ndim != 2 or b.ndim != 2:
             return False
+        k, m = a.shape
+        n = b.shape[1]
+        if not (a.dtype == dt and b.dtype == dt and b.shape[0] == k and c.shape == (m, n) and (k | m | n) < 2 ** 31
+                and a.flags.c_contiguous and b.flags.c_contiguous and c.flags.c_contiguous and c.flags.writeable):
+            return False
+        if a.base is None and b.base is None and c.base is None:  # three arrays owning their memory: apart
+            return True
         read, offset = _READ_POINTER, _DATA_OFFSET  # contiguous: each spans [address, address + nbytes)
         pa, pb, pc = read(id(a) + offset).value or 0, read(id(b) + offset).value or 0, read(id(c) + offset).value or 0
         return (pc + c.nbytes <= pa or pa + a.nbytes <= pc) and (pc + c.nbytes <= pb or pb + b.nbytes <= pc)

@@ -14,7 +14,7 @@ from .numpy_conv import _BITS, NumpyConvOps, _select
 
 
 def _relu(z):
-    return np.maximum(z, z.dtype.type(0), out=z)
+    return np.maximum(z, 0, out=z)  # a Python 0 keeps z's dtype (and makes no NumPy scalar)
 
 
 def _sigmoid(z):  # 0.5 tanh(z / 2) + 0.5: no overflow
@@ -103,8 +103,9 @@ class NumpyOps(NumpyConvOps, Ops):
         return backward(dy, saved)
 
     def weight_gradient(self, x, dz, kernel):
-        # deferred only where the update's gemm can take the factors and the kernel as they are
-        if self.deferring and self.blas.gemm_usable(x, dz, kernel):
+        # whether gemm can take the factors as they are is checked in ``sgd_updates``, for all the
+        # kernels in one loop (a check between the backward pass's products runs with cold caches)
+        if self.deferring:
             return tuple.__new__(DeferredMatmul, (x, dz))
         return np.matmul(x.T, dz)
 
@@ -152,9 +153,9 @@ class NumpyOps(NumpyConvOps, Ops):
         fused = blas is not None and isinstance(lr, float)  # BLAS takes a Python rate, not a device scalar
         for w, g, velocity in updates:
             if type(g) is DeferredMatmul:
-                # the factors and w passed ``gemm_usable`` when the product was deferred
-                if fused and not nesterov and (velocity is None or blas.usable(w, velocity)):
-                    x, dz = g
+                x, dz = g
+                if fused and not nesterov and blas.gemm_usable(x, dz, w) \
+                        and (velocity is None or blas.usable(w, velocity)):
                     if velocity is None:  # w -= lr x.T @ dz: the product lands in w
                         blas.gemm_tn(-lr, x, dz, 1.0, w)
                     else:  # v = m v - lr x.T @ dz; w += v

@@ -392,8 +392,10 @@ class Sequential(Layer):
                     i += 1
             return x, None
         token = None
-        if self._dropout_rng is not None and _random.active_stream() is None:
-            token = _random.activate(self._dropout_rng)  # layers (Dropout) draw from this model's stream
+        # layers (Dropout) draw from this model's stream: ``nnx.random.activate``, through its
+        # context variable directly (the step's forward pass runs it once per batch)
+        if self._dropout_rng is not None and _random._active.get() is None:
+            token = _random._active.set(self._dropout_rng)
         try:
             saved = []
             i = 0
@@ -411,7 +413,7 @@ class Sequential(Layer):
                     i += 1
         finally:
             if token is not None:
-                _random.deactivate(token)
+                _random._active.reset(token)
         return x, saved
 
     def backward(self, saved: list, dy: Any, need_dx: bool = True, dz: Any = None,
