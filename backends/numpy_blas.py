@@ -63,7 +63,10 @@ def _address(a: np.ndarray) -> int:
 
 
 def _layout_ok() -> bool:
-    """Whether ``_address`` reads what ``__array_interface__`` says, on arrays, views and offsets."""
+    """Whether ``_address`` reads what ``__array_interface__`` says, on arrays, views and offsets;
+    only asked on CPython, where ``id`` is the object's address."""
+    if sys.implementation.name != "cpython":
+        return False
     base = np.arange(24, dtype=np.float64).reshape(4, 6)
     return all(_address(a) == a.__array_interface__["data"][0]
                for a in (base, base[1:], base[:, 2:], base.T, base.reshape(-1)[5:], np.empty(0), np.float32([1, 2])))

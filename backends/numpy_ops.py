@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..activations import Linear, ReLU, Sigmoid, Softmax, Tanh
-from ..ops import DeferredMatmul, Ops
+from ..ops import DEFERRING, DeferredMatmul, Ops
 from . import numpy_blas
 from .numpy_conv import _BITS, NumpyConvOps, _select
 
@@ -61,6 +61,7 @@ def _sigmoid_backward(dy, y):
 
 
 _BACKWARD = {Linear: lambda dy, y: dy, ReLU: _relu_backward, Tanh: _tanh_backward, Sigmoid: _sigmoid_backward}
+_deferring = DEFERRING.get
 
 
 class NumpyOps(NumpyConvOps, Ops):
@@ -84,7 +85,9 @@ class NumpyOps(NumpyConvOps, Ops):
     def __init__(self, xp, device):
         super().__init__(xp, device)
         self.blas = numpy_blas.find()  # None: SGD's update stays with NumPy's ufuncs
-        self.defers_matmuls = self.blas is not None
+        # a subclass with its own SGD update gets arrays
+        self.defers_matmuls = (self.blas is not None and type(self).sgd_update is NumpyOps.sgd_update
+                               and type(self).sgd_updates is NumpyOps.sgd_updates)
         self._ones: dict = {}  # (length, dtype) -> a row of ones, for ``sum_rows``
 
     def bias_activation(self, z, b, act):
@@ -102,10 +105,10 @@ class NumpyOps(NumpyConvOps, Ops):
             return super().activation_backward(act, dy, saved)
         return backward(dy, saved)
 
-    def weight_gradient(self, x, dz, kernel):
+    def weight_gradient(self, x, dz):
         # whether gemm can take the factors as they are is checked in ``sgd_updates``, for all the
         # kernels in one loop (a check between the backward pass's products runs with cold caches)
-        if self.deferring:
+        if _deferring():
             return tuple.__new__(DeferredMatmul, (x, dz))
         return np.matmul(x.T, dz)
 
@@ -146,9 +149,15 @@ class NumpyOps(NumpyConvOps, Ops):
         return g if g.flags.writeable and g.base is None else g.copy()
 
     def sgd_update(self, w, g, velocity, lr, momentum, nesterov):
-        self.sgd_updates(((w, g, velocity),), lr, momentum, nesterov)
+        self._sgd_updates(((w, g, velocity),), lr, momentum, nesterov)
 
     def sgd_updates(self, updates, lr, momentum, nesterov):
+        if type(self).sgd_update is not NumpyOps.sgd_update:  # a subclass's own update, weight by weight
+            super().sgd_updates(updates, lr, momentum, nesterov)
+        else:
+            self._sgd_updates(updates, lr, momentum, nesterov)
+
+    def _sgd_updates(self, updates, lr, momentum, nesterov):
         blas = self.blas
         fused = blas is not None and isinstance(lr, float)  # BLAS takes a Python rate, not a device scalar
         for w, g, velocity in updates:

@@ -18,6 +18,7 @@ from . import distributed as _distributed
 from . import layers as _layers
 from . import losses as _losses
 from . import metrics as _metrics
+from . import ops as _ops
 from . import optimizers as _optimizers
 from . import progbar as _progbar
 from . import random as _random
@@ -37,12 +38,19 @@ def _broken_contract(layer: Any, method: str, expected: str, received: Any) -> T
                      f"received {what}.")
 
 
+def _ours(obj: Any) -> bool:
+    return type(obj).__module__.partition(".")[0] == "nnx"
+
+
 def _keeps_outputs(layer: Layer) -> bool:
     """Whether ``layer``'s backward leaves the arrays its forward returned as they were: nnx's own
-    layers do (a model of nnx layers too); a user's layer is not assumed to."""
-    if isinstance(layer, Sequential):
+    layers with nnx's own activations do (a model of such layers too); a user's layer or
+    activation is not assumed to."""
+    if type(layer) is Sequential:
         return all(_keeps_outputs(inner) for inner in layer.layers)
-    return type(layer).__module__.partition(".")[0] == "nnx"
+    activation = getattr(layer, "activation", None)
+    return (_ours(layer) and (activation is None or _ours(activation))
+            and "backward" not in vars(layer) and "backward_from_logits" not in vars(layer))
 
 
 class Step(NamedTuple):
@@ -97,7 +105,6 @@ class Sequential(Layer):
         self._fused = False
         self._stateful: list[int] = []
         self._pooled: set[int] = set()
-        self._deferrable: frozenset[int] = frozenset()
         self._planned: list = []
         self.history = None
         if isinstance(layers, Layer):
@@ -250,12 +257,26 @@ class Sequential(Layer):
             if i - 1 not in pooled and hasattr(self._layers[i], "pools_with") and self._layers[i].pools_with(self._layers[i + 1]):
                 pooled.add(i)
         self._pooled = pooled
-        # the layers whose kernel gradients may stay deferred products until the update: those that
-        # say they can, with only nnx's own layers before them, whose backward leaves what their
-        # forward returned untouched (a product reads its layer's input after they have run)
-        self._deferrable = frozenset(i for i, layer in enumerate(self._layers) if layer.defers_gradients
-                                     and all(_keeps_outputs(before) for before in self._layers[:i]))
         self._planned = list(self._layers)
+
+    def _deferrable(self) -> frozenset:
+        """The layers whose kernel gradients may stay ``nnx.ops.DeferredMatmul`` products until
+        the update (``fit`` asks once per call): those whose class says they can
+        (``defers_gradients``, no backward of their own set on the instance), with only nnx's own
+        layers and activations before them, which leave what their forward returned untouched
+        (a product reads its layer's input after they have run their backward). None for a
+        subclass with its own ``compute_gradients``, ``backward`` or ``apply_gradients``: its code
+        may work on the gradients."""
+        if any(getattr(type(self), name) is not getattr(Sequential, name)
+               for name in ("compute_gradients", "_gradients", "backward", "_backward", "apply_gradients")):
+            return frozenset()
+        out = []
+        for layer in self._layers:
+            if layer.defers_gradients and "backward" not in vars(layer) and "backward_from_logits" not in vars(layer):
+                out.append(layer)
+            if not _keeps_outputs(layer):
+                break
+        return frozenset(out)
 
     def _plan(self) -> set[int]:
         """The pooled pairs, recomputed (with the stateful layers) when ``layers`` was changed in
@@ -417,7 +438,7 @@ class Sequential(Layer):
         return x, saved
 
     def backward(self, saved: list, dy: Any, need_dx: bool = True, dz: Any = None,
-                 stop: int | None = None, defer: bool = False) -> tuple[Any, dict]:
+                 stop: int | None = None) -> tuple[Any, dict]:
         """Back through the layers, stopping at the first one whose input gradient nobody needs.
 
         Args:
@@ -428,9 +449,6 @@ class Sequential(Layer):
             dz: the gradient of the last layer's pre-activation, when the loss fused with the
                 output activation. Defaults to None.
             stop: the first layer with trainable weights, when the caller knows it already.
-            defer: let the layers that can (``Layer.defers_gradients``) give kernel gradients as
-                ``nnx.ops.DeferredMatmul`` products, on a backend whose update consumes them
-                (``ops.defers_matmuls``); ``fit``'s step does. Defaults to False: arrays only.
 
         Returns:
             ``(dx, grads)``: the input gradient (None when ``need_dx`` is false) and a dict from
@@ -438,22 +456,28 @@ class Sequential(Layer):
 
         >>> dx, grads = model.backward(saved, dy)
         """
+        return self._backward(saved, dy, need_dx, dz, stop, ())
+
+    def _backward(self, saved: list, dy: Any, need_dx: bool, dz: Any, stop: int | None,
+                  deferring: frozenset | tuple) -> tuple[Any, dict]:
+        """``backward``; the layers in ``deferring`` (``_deferrable``) may give their kernels'
+        gradients as ``nnx.ops.DeferredMatmul`` products (``nnx.ops.DEFERRING`` set around each)."""
         grads: dict = {}
         if need_dx:
             stop = 0
         elif stop is None:
             stop = self._first_backward
         layers, pooled = self._layers, self._pooled  # as the forward pass that saved ``saved`` planned
-        ops = self.backend.ops
-        deferrable = self._deferrable if defer and ops.defers_matmuls else ()
         last = len(layers) - 1
+        token = None
         try:
             for i in range(last, stop - 1, -1):
                 layer, want_dx = layers[i], need_dx or i > stop
                 if i - 1 in pooled:  # the pooling of a pair: its backward runs in the layer before it
                     continue
-                if deferrable:
-                    ops.deferring = i in deferrable
+                if deferring:
+                    set_token = _ops.DEFERRING.set(layer in deferring)
+                    token = token or set_token  # the first one restores the value before the pass
                 if i in pooled:
                     dy, g = layer.backward_pooled(saved[i], dy, layers[i + 1], want_dx)
                 elif i == last and dz is not None:
@@ -465,8 +489,8 @@ class Sequential(Layer):
                     dy, g = out
                 grads.update(g)
         finally:
-            if deferrable:
-                ops.deferring = False
+            if token is not None:
+                _ops.DEFERRING.reset(token)
         return dy, grads
 
     def update_state(self, saved: list) -> None:
@@ -513,11 +537,13 @@ class Sequential(Layer):
 
         >>> step = model.compute_gradients(nnx.asarray(x), nnx.asarray(y)); model.apply_gradients(step.grads)
         """
-        return self._gradients(x, y, backend or self.backend, sample_weight, False)
+        return self._gradients(x, y, backend or self.backend, sample_weight, ())
 
-    def _gradients(self, x: Any, y: Any, backend: _backend.Backend, sample_weight: Any, defer: bool) -> Step:
-        """``compute_gradients``; ``defer``: kernel gradients may be ``nnx.ops.DeferredMatmul``
-        products (see ``backward``), for an optimizer that consumes them (``takes_deferred``)."""
+    def _gradients(self, x: Any, y: Any, backend: _backend.Backend, sample_weight: Any,
+                   deferring: frozenset | tuple) -> Step:
+        """``compute_gradients``; the layers in ``deferring`` (``_deferrable``, for ``fit``'s step)
+        may give ``nnx.ops.DeferredMatmul`` products, for an optimizer that consumes them
+        (``takes_deferred``)."""
         if self.loss is None:
             self._require_compiled("computing gradients")
         xp = backend.xp
@@ -532,7 +558,12 @@ class Sequential(Layer):
         if not (isinstance(penalty, float) and penalty == 0.0):
             loss = loss + penalty
         trainable, first = self._trainable_plan()
-        grads = self.backward(saved, dy, need_dx=False, dz=dz, stop=first, defer=defer)[1] if trainable else {}
+        if not trainable:
+            grads = {}
+        elif deferring:
+            grads = self._backward(saved, dy, False, dz, first, deferring)[1]
+        else:  # through ``backward``, which a subclass may override
+            grads = self.backward(saved, dy, need_dx=False, dz=dz, stop=first)[1]
         if len(grads) == len(trainable):  # every gradient is of a trainable weight (the usual case)
             for w in trainable:
                 if w.regularizer is not None or w not in grads:

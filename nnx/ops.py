@@ -15,6 +15,7 @@ optimizer applies). Every other argument is read-only.
 """
 from __future__ import annotations
 
+import contextvars
 import operator
 from typing import Any
 
@@ -36,14 +37,20 @@ def clip(xp: Any, x: Any, low: float | None, high: float | None) -> Any:
     return x
 
 
+#: true while a layer's backward may give its kernel's gradient as a ``DeferredMatmul``: set by the
+#: model, layer by layer, within ``fit``'s step; a context variable, so each thread has its own
+DEFERRING: contextvars.ContextVar[bool] = contextvars.ContextVar("nnx_deferring", default=False)
+
+
 class DeferredMatmul(tuple):
     """A weight gradient kept as the product ``a.T @ b`` it equals (a Dense kernel's ``x.T @ dz``),
     for an update that writes the product into the weight directly: NumPy's SGD step
     ``w -= lr * x.T @ dz`` is then one BLAS ``gemm`` into ``w``, with no gradient array made and
-    no second pass over the weight. Only ``weight_gradient`` of a backend that consumes them
-    (``Ops.defers_matmuls``) makes one, for factors and a weight its update can take, and only
-    inside ``fit``'s step; ``Ops.materialize`` turns it into the array. (A tuple ``(a, b)``: made
-    without a Python call, as the step makes one per kernel.)
+    no second pass over the weight (where ``gemm`` cannot take the arrays as they are, the update
+    makes the product first). Only ``weight_gradient`` of a backend that consumes them
+    (``Ops.defers_matmuls``) makes one, and only inside ``fit``'s step; ``Ops.materialize`` turns
+    it into the array. (A tuple ``(a, b)``: made without a Python call, as the step makes one per
+    kernel.)
 
     >>> g = DeferredMatmul(x, dz); g.shape   # (x.shape[1], dz.shape[1])
     """
@@ -72,15 +79,13 @@ class Ops(ConvOps):
     name = "portable"
     #: activation classes with a backend kernel; see ``fast_activation``
     fast_activations: frozenset = frozenset()
-    #: whether ``sgd_update`` takes a ``DeferredMatmul`` gradient (a subclass that fuses the product
-    #: into the update sets it)
+    #: whether ``sgd_update`` and ``sgd_updates`` take a ``DeferredMatmul`` gradient (a subclass
+    #: that fuses the product into the update sets it)
     defers_matmuls = False
 
     def __init__(self, xp: Any, device: Any):
         self.xp = xp
         self.device = device
-        #: set by the model's backward, layer by layer, while a training step may defer products
-        self.deferring = False
 
     def has_fast_path(self, obj: Any) -> bool:
         """True when this backend has a kernel for exactly ``type(obj)``."""
@@ -93,11 +98,11 @@ class Ops(ConvOps):
         it straight to cuBLAS while a training step is being captured as a CUDA graph)."""
         return a @ b
 
-    def weight_gradient(self, x: Any, dz: Any, kernel: Any) -> Any:
-        """The gradient ``x.T @ dz`` of ``kernel`` (``x`` (n, d), ``dz`` (n, units), ``kernel``
-        (d, units)): the array, or, while ``deferring`` on a backend that ``defers_matmuls``, a
-        ``DeferredMatmul`` its update adds into ``kernel`` (the caller keeps ``x`` and ``dz``
-        unchanged until then)."""
+    def weight_gradient(self, x: Any, dz: Any) -> Any:
+        """A kernel's gradient ``x.T @ dz`` (``x`` (n, d), ``dz`` (n, units)): the array, or, on a
+        backend that ``defers_matmuls`` while ``DEFERRING`` is true (the model's backward sets it
+        for the layers ``fit``'s step lets defer), a ``DeferredMatmul`` its update adds into the
+        kernel (the caller keeps ``x`` and ``dz`` unchanged until then)."""
         return self.matmul(x.T, dz)
 
     def materialize(self, g: Any) -> Any:

@@ -378,9 +378,9 @@ class SGD(Optimizer):
 
     @property
     def takes_deferred(self) -> bool:
-        # ``sgd_update`` adds a product into the weight or the momentum; Nesterov's step needs the
-        # gradient twice, clipping needs its values, and a subclass's own ``update`` may need the array
-        return (type(self).update is SGD.update and not self.nesterov and self.clipnorm is None
+        # ``sgd_updates`` adds a product into the weight or the momentum; Nesterov's step needs the
+        # gradient twice, clipping needs its values, and a subclass's own code may need the arrays
+        return (type(self) is SGD and not self.nesterov and self.clipnorm is None
                 and self.clipvalue is None and self.global_clipnorm is None)
 
     def update(self, ops, w, g, slots, lr):

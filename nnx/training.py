@@ -368,29 +368,41 @@ class Loop:
         self.callbacks = _callbacks.CallbackList(callbacks, model, {k: v for k, v in params.items() if k != "fit"})
         self.verbose = verbose
         self._check_next_step = bool(params.get("fit"))  # fit's first step is checked before it is applied
-        self._defer = False  # kernel gradients left as products for the update (from the second step)
+        # the layers whose kernel gradients stay products for the update (from the second step),
+        # and the optimizer that was asked
+        self._deferring: frozenset = frozenset()
+        self._deferring_for: Any = None
 
     # -- one step ---------------------------------------------------------------------------
     def train_step(self, x: Any, y: Any, sample_weight: Any = None) -> tuple[Any, Any]:
         """compute gradients -> reduce -> apply; returns (loss, predictions) of the batch."""
-        step = self.model._gradients(x, y, self.backend, sample_weight, self._defer)
+        model = self.model
+        if self._deferring and model.optimizer is self._deferring_for:
+            step = model._gradients(x, y, self.backend, sample_weight, self._deferring)
+        else:
+            step = model.compute_gradients(x, y, self.backend, sample_weight=sample_weight)
         grads = self.reduce(step.grads)
         if self._check_next_step:  # finite data that overflows the model: a ValueError, no weight changed
             self._check_next_step = False
-            _data.check_first_step(self.model, self.backend, step.loss, grads, x, y)
-            _data.check_metrics(self.model, self.backend.xp, y, step.predictions)
-            self._defer = self._defers()
-        self.model.apply_gradients(grads, step.saved)
+            _data.check_first_step(model, self.backend, step.loss, grads, x, y)
+            _data.check_metrics(model, self.backend.xp, y, step.predictions)
+            self._deferring, self._deferring_for = self._deferrable(), model.optimizer
+        model.apply_gradients(grads, step.saved)
         return step.loss, step.predictions
 
-    def _defers(self) -> bool:
-        """Whether the steps after the first may leave Dense kernel gradients as products
-        (``nnx.ops.DeferredMatmul``) for the update to add into the weights: when nothing
-        between computing and applying needs the arrays (one process: ``reduce`` combines
-        nothing), the backend's update consumes products (``ops.defers_matmuls``: NumPy with its
-        BLAS) and so does the optimizer's (``takes_deferred``: SGD)."""
-        return (type(self).reduce is Loop.reduce and self.backend.ops.defers_matmuls
-                and getattr(self.model.optimizer, "takes_deferred", False))
+    def _deferrable(self) -> frozenset:
+        """The layers whose kernel gradients the steps after the first may leave as products
+        (``nnx.ops.DeferredMatmul``) for the update to add into the weights (``Sequential.
+        _deferrable``), or none. Only where nothing between computing and applying needs the
+        arrays: one process (``reduce`` combines nothing), nnx's own ``compute_gradients``,
+        ``backward`` and ``apply_gradients`` (not a subclass's), a backend whose update consumes
+        products (``ops.defers_matmuls``: NumPy with its BLAS), and an optimizer that does
+        (``takes_deferred``: SGD, as it is); a step with another optimizer by then gets arrays."""
+        model = self.model
+        if not (type(self).reduce is Loop.reduce and self.backend.ops.defers_matmuls
+                and getattr(model.optimizer, "takes_deferred", False) and hasattr(model, "_deferrable")):
+            return frozenset()
+        return model._deferrable()
 
     def step(self, x: Any, y: Any, sample_weight: Any = None) -> tuple[Any, Any]:
         """``train_step`` without the first step's checks (what a recorded step holds)."""

@@ -421,15 +421,14 @@ class _Scribbler(nnx.layers.Layer):
 
 
 def test_deferred_products_only_after_nnx_layers(fused, monkeypatch):
-    """Only a Dense with nnx's own layers before it leaves its kernel gradient as a product; one
-    after a user's layer (which may write into its outputs in backward) gives the array, and the
-    training matches the portable update either way."""
+    """Only a Dense with nnx's own layers (and activations) before it leaves its kernel gradient
+    as a product; one after a user's layer or activation (which may write into its outputs in
+    backward) gives the array, and the training matches the portable update either way."""
     def build():
         return _deferring_model([nnx.Input(6), nnx.Dense(5, activation="tanh"), _Scribbler(),
                                  nnx.Dense(4, activation="relu"), nnx.Dense(3, activation="softmax")])
     model = build()
-    model.predict(np.zeros((1, 6), "float32"), verbose=0)
-    assert model._deferrable == frozenset({0})  # the last two Dense come after the user's layer
+    assert model._deferrable() == frozenset({model.layers[0]})  # the last two Dense come after the user's layer
     calls = _train_both(fused, monkeypatch, build)
     assert calls.count("gemm_tn") == 2 * 4 - 1  # the first kernel, each step after the first (4 an epoch)
 
@@ -439,41 +438,91 @@ def test_deferred_products_only_after_nnx_layers(fused, monkeypatch):
     calls = _train_both(fused, monkeypatch, build_after)
     assert calls.count("gemm_tn") == 2 * (2 * 4 - 1)  # both kernels
 
+    def build_activation():  # nnx layers, but a user's activation that writes into its saved output
+        return _deferring_model([nnx.Input(6), nnx.Dense(5, activation=_ScribblingSigmoid()),
+                                 nnx.Dense(4, activation="relu"), nnx.Dense(3, activation="softmax")])
+    calls = _train_both(fused, monkeypatch, build_activation)
+    assert calls.count("gemm_tn") == 2 * 4 - 1  # only the Dense with that activation, not the two after it
+
+
+class _ScribblingSigmoid(nnx.activations.ActivationFunction):
+    """A user's sigmoid whose backward reuses its saved output as scratch space."""
+
+    name = "scribbling_sigmoid"
+    saves = "y"
+
+    def forward(self, xp, x):
+        return 1.0 / (1.0 + xp.exp(-x))
+
+    def backward(self, xp, dy, y):
+        y *= 1.0 - y
+        y *= dy
+        return y
+
+
+class _HalveGrads:
+    """A mixin that works on the gradients a layer's backward returns."""
+
+    def backward_from_logits(self, saved, dz, need_dx=True):
+        dx, grads = super().backward_from_logits(saved, dz, need_dx)
+        return dx, {w: g * 0.5 for w, g in grads.items()}
+
+
+class _Halved(nnx.Dense):
+    def backward_from_logits(self, saved, dz, need_dx=True):
+        dx, grads = super().backward_from_logits(saved, dz, need_dx)
+        return dx, {w: g * 0.5 for w, g in grads.items()}
+
+
+class _MixedHalved(_HalveGrads, nnx.Dense):
+    pass
+
 
 def test_dense_subclass_that_overrides_backward_gets_arrays():
-    """A subclass that overrides backward works on the gradients it returns: it gets arrays."""
-    class Halved(nnx.Dense):
-        def backward_from_logits(self, saved, dz, need_dx=True):
-            dx, grads = super().backward_from_logits(saved, dz, need_dx)
-            return dx, {w: g * 0.5 for w, g in grads.items()}
-
+    """A subclass whose backward is not Dense's own (its body, a mixin) works on the gradients it
+    returns: it gets arrays. A subclass that only adds something keeps the fused update."""
     class Named(nnx.Dense):
         def forward(self, x, training=False):
             return super().forward(x, training)
 
-    assert nnx.Dense.defers_gradients and Named.defers_gradients
-    assert not Halved.defers_gradients and not nnx.layers.Layer.defers_gradients
+    class Declared(_HalveGrads, nnx.Dense):
+        defers_gradients = True  # says so itself
+
+    assert nnx.Dense.defers_gradients and Named.defers_gradients and Declared.defers_gradients
+    assert not _Halved.defers_gradients and not _MixedHalved.defers_gradients
+    assert not nnx.layers.Layer.defers_gradients and not nnx.Activation.defers_gradients
 
 
-@pytest.mark.parametrize("case", ["subclass", "regularizer", "clipnorm", "clipvalue"])
+@pytest.mark.parametrize("case", ["subclass", "mixin", "instance_backward", "regularizer", "clipnorm", "clipvalue",
+                                  "sgd_subclass"])
 def test_deferred_products_meet_what_needs_arrays(fused, monkeypatch, case):
-    """What works on a kernel's gradient array (a subclass's backward, a regularizer's gradient
-    added to it, clipping) gets the array, and trains as the portable update."""
-    class Halved(nnx.Dense):
-        def backward_from_logits(self, saved, dz, need_dx=True):
-            dx, grads = super().backward_from_logits(saved, dz, need_dx)
-            return dx, {w: g * 0.5 for w, g in grads.items()}
+    """What works on a kernel's gradient array (a subclass's or mixin's backward, one set on the
+    instance, a regularizer's gradient added to it, clipping, an SGD subclass) gets the array,
+    and trains as the portable update."""
+    class LoggingSGD(nnx.optimizers.SGD):
+        def apply(self, grads, backend):
+            self.norms = [float(np.linalg.norm(nnx.to_numpy(g))) for g in grads.values()]
+            super().apply(grads, backend)
 
     make = {"clipnorm": lambda: nnx.optimizers.SGD(0.1, clipnorm=0.05),
-            "clipvalue": lambda: nnx.optimizers.SGD(0.1, clipvalue=0.01)}.get(case, lambda: nnx.optimizers.SGD(0.1))
+            "clipvalue": lambda: nnx.optimizers.SGD(0.1, clipvalue=0.01),
+            "sgd_subclass": lambda: LoggingSGD(0.1)}.get(case, lambda: nnx.optimizers.SGD(0.1))
 
     def build():
         first = nnx.Dense(5, activation="tanh", kernel_regularizer=nnx.regularizers.l2(0.1) if case == "regularizer" else None)
-        last = (Halved if case == "subclass" else nnx.Dense)(3, activation="softmax")
+        last = {"subclass": _Halved, "mixin": _MixedHalved}.get(case, nnx.Dense)(3, activation="softmax")
+        if case == "instance_backward":
+            plain = last.backward_from_logits
+
+            def halved(saved, dz, need_dx=True):
+                dx, grads = plain(saved, dz, need_dx)
+                return dx, {w: g * 0.5 for w, g in grads.items()}
+            last.backward_from_logits = halved
         return _deferring_model([nnx.Input(6), first, last], make)
     calls = _train_both(fused, monkeypatch, build)
-    # kernels left as products: the subclass's own is not, nor the regularized one; clipping needs them all
-    deferred = {"subclass": 1, "regularizer": 1, "clipnorm": 0, "clipvalue": 0}[case]
+    # kernels left as products: not the overriding layer's own, nor the regularized one; clipping
+    # and an SGD subclass get them all as arrays
+    deferred = {"subclass": 1, "mixin": 1, "instance_backward": 1, "regularizer": 1}.get(case, 0)
     assert calls.count("gemm_tn") == deferred * (2 * 4 - 1)
 
 
@@ -494,24 +543,142 @@ def test_deferred_products_stay_inside_fit(fused, monkeypatch):
     model = _deferring_model([nnx.Input(6), nnx.Dense(5, activation="tanh"), nnx.Dense(3, activation="softmax")])
     model.fit(x, y, epochs=1, batch_size=5, verbose=0, callbacks=[Probe()])
     assert seen and set(seen) == {np.ndarray}
-    assert not fused.ops.deferring
+    assert not nnx.ops.DEFERRING.get()
+
+
+@pytest.mark.parametrize("override", ["compute_gradients", "backward", "apply_gradients"])
+def test_a_model_subclass_step_gets_arrays(fused, monkeypatch, override):
+    """A ``Sequential`` subclass with its own ``compute_gradients``, ``backward`` or
+    ``apply_gradients`` is called by ``fit`` at every step and sees arrays only."""
+    seen = []
+
+    class Watched(nnx.Sequential):
+        pass
+
+    def compute_gradients(self, x, y, backend=None, sample_weight=None):
+        step = nnx.Sequential.compute_gradients(self, x, y, backend, sample_weight)
+        seen.extend(type(g) for g in step.grads.values())
+        return step
+
+    def backward(self, saved, dy, need_dx=True, dz=None, stop=None):
+        dx, grads = nnx.Sequential.backward(self, saved, dy, need_dx, dz, stop)
+        seen.extend(type(g) for g in grads.values())
+        return dx, grads
+
+    def apply_gradients(self, grads, saved=None):
+        seen.extend(type(g) for g in grads.values())
+        nnx.Sequential.apply_gradients(self, grads, saved)
+
+    setattr(Watched, override, {"compute_gradients": compute_gradients, "backward": backward,
+                                "apply_gradients": apply_gradients}[override])
+
+    def build():
+        nnx.seed(5)
+        model = Watched([nnx.Input(6), nnx.Dense(5, activation="tanh"), nnx.Dense(3, activation="softmax")])
+        model.compile(nnx.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
+        return model
+    calls = _train_both(fused, monkeypatch, build)
+    assert calls.count("gemm_tn") == 0
+    assert len(seen) == 2 * 4 * 4 * 2 and set(seen) == {np.ndarray}  # 4 arrays, 8 steps, both runs
+
+
+def test_an_optimizer_swapped_during_fit_gets_arrays(fused):
+    """A callback that recompiles with Adam mid-fit: Adam's steps get arrays."""
+    _numpy_blas(fused)
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(40, 6)).astype("float32"), rng.integers(0, 3, size=40)
+
+    class Swap(nnx.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 1:
+                self.model.compile(nnx.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
+
+    model = _deferring_model([nnx.Input(6), nnx.Dense(5, activation="tanh"), nnx.Dense(3, activation="softmax")])
+    history = model.fit(x, y, epochs=2, batch_size=10, verbose=0, callbacks=[Swap()])
+    assert all(np.isfinite(history.history["loss"])) and model.optimizer.iterations > 0
+
+
+def test_threads_training_other_models_get_arrays(fused):
+    """Whether a layer may defer is the training thread's own: a model trained with Adam in
+    another thread, while an SGD fit defers, computes on arrays."""
+    import threading
+    _numpy_blas(fused)
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(400, 6)).astype("float32"), rng.integers(0, 3, size=400)
+    errors, seen = [], []
+
+    def sgd():
+        try:
+            model = _deferring_model([nnx.Input(6), nnx.Dense(5, activation="tanh"), nnx.Dense(3, activation="softmax")])
+            model.fit(x, y, epochs=5, batch_size=4, verbose=0)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    adam_model = _deferring_model([nnx.Input(6), nnx.Dense(5, activation="tanh"), nnx.Dense(3, activation="softmax")],
+                                  lambda: nnx.optimizers.Adam(0.01))
+    thread = threading.Thread(target=sgd)
+    thread.start()
+    while thread.is_alive():
+        step = adam_model.compute_gradients(nnx.asarray(x[:8]), nnx.asarray(y[:8]))
+        seen.extend(type(g) for g in step.grads.values())
+        adam_model.apply_gradients(step.grads)
+    thread.join()
+    assert not errors and seen and set(seen) == {np.ndarray}
+
+
+def test_a_nested_model_changed_between_fits(fused, monkeypatch):
+    """Which layers defer is worked out at each ``fit``: a user's layer added to a nested model
+    stops the Dense after it from deferring, and training matches the portable update."""
+    inner = nnx.Sequential([nnx.Dense(5, activation="tanh")])
+
+    def build():
+        return _deferring_model([nnx.Input(6), inner, nnx.Dense(3, activation="softmax")])
+    model = build()
+    model.predict(np.zeros((1, 6), "float32"), verbose=0)
+    assert model._deferrable() == frozenset({model.layers[1]})
+    inner.add(_Scribbler())
+    assert model._deferrable() == frozenset()
+    calls = _train_both(fused, monkeypatch, lambda: _deferring_model(
+        [nnx.Input(6), nnx.Sequential([nnx.Dense(5, activation="tanh"), _Scribbler()]), nnx.Dense(3, activation="softmax")]))
+    assert calls.count("gemm_tn") == 0
 
 
 def test_data_parallel_and_other_optimizers_do_not_defer(fused):
     """Gradients stay arrays where something between computing and applying them needs them: a
     loop that combines gradients across processes, an optimizer whose update reads them twice."""
     model = _deferring_model([nnx.Input(6), nnx.Dense(3)], loss="mse")
+    model.predict(np.zeros((1, 6), "float32"), verbose=0)
     params = {"fit": True}
 
     class Reducing(nnx.training.Loop):
         def reduce(self, grads):
             return grads
 
-    assert nnx.training.Loop(model, fused, [], 0, params)._defers() == (fused.ops.defers_matmuls is True)
-    assert not Reducing(model, fused, [], 0, params)._defers()
+    expected = frozenset(model.layers) if fused.ops.defers_matmuls else frozenset()
+    assert nnx.training.Loop(model, fused, [], 0, params)._deferrable() == expected
+    assert Reducing(model, fused, [], 0, params)._deferrable() == frozenset()
     for opt in (nnx.optimizers.SGD(0.1, momentum=0.9, nesterov=True), nnx.optimizers.Adam(), nnx.optimizers.RMSprop()):
         model.compile(opt, "mse")
-        assert not opt.takes_deferred and not nnx.training.Loop(model, fused, [], 0, params)._defers()
+        assert not opt.takes_deferred and nnx.training.Loop(model, fused, [], 0, params)._deferrable() == frozenset()
+
+
+def test_a_numpy_ops_subclass_with_its_own_sgd_update_is_called(fused, monkeypatch):
+    """A NumPy ops subclass that overrides ``sgd_update`` gets every weight's update, as arrays."""
+    _numpy_blas(fused)
+    seen = []
+
+    class Counting(type(fused.ops)):
+        def sgd_update(self, w, g, velocity, lr, momentum, nesterov):
+            seen.append(type(g))
+            super().sgd_update(w, g, velocity, lr, momentum, nesterov)
+
+    monkeypatch.setattr(fused, "ops", Counting(fused.xp, fused.device))
+    assert not fused.ops.defers_matmuls
+    rng = np.random.default_rng(5)
+    x, y = rng.normal(size=(20, 6)).astype("float32"), rng.integers(0, 3, size=20)
+    model = _deferring_model([nnx.Input(6), nnx.Dense(5, activation="tanh"), nnx.Dense(3, activation="softmax")])
+    model.fit(x, y, epochs=1, batch_size=5, verbose=0)
+    assert len(seen) == 4 * 4 and set(seen) == {np.ndarray}
 
 
 def test_numpy_blas_reads_data_pointers_from_the_arrays(fused):

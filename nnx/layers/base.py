@@ -199,15 +199,20 @@ class Layer:
 
     #: whether ``backward`` may return a kernel gradient from ``ops.weight_gradient`` as an
     #: ``nnx.ops.DeferredMatmul`` when the model lets it (``fit``'s step, on a backend whose update
-    #: consumes one). A subclass that overrides ``backward`` or ``backward_from_logits`` gets False
-    #: unless its own class body says otherwise: its code may work on the gradients it returns.
+    #: consumes one). A subclass whose ``backward`` or ``backward_from_logits`` comes from a class
+    #: other than the one that set it True (its own body, a mixin) gets False unless its own class
+    #: body says otherwise: that code may work on the gradients it returns.
     defers_gradients = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if "defers_gradients" not in cls.__dict__ and ("backward" in cls.__dict__ or
-                                                        "backward_from_logits" in cls.__dict__):
-            cls.defers_gradients = False
+        if "defers_gradients" in cls.__dict__ or not cls.defers_gradients:
+            return
+        owner = next(c for c in cls.__mro__ if "defers_gradients" in c.__dict__)
+        for name in ("backward", "backward_from_logits"):
+            where = next(c for c in cls.__mro__ if name in c.__dict__)  # the class whose method runs
+            if not issubclass(owner, where):
+                cls.defers_gradients = False
 
     def __init__(self, name: str | None = None, trainable: bool = True, input_shape: Any = None,
                  input_dim: Any = None, dtype: str | None = None, **unknown: Any):

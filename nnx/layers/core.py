@@ -138,7 +138,7 @@ class Dense(Layer):
             if x.ndim != 2:  # (batch, ..., d): the kernel's gradient sums over every leading axis
                 xp = self.xp
                 x2, dz2 = xp.reshape(x, (-1, x.shape[-1])), xp.reshape(dz, (-1, self.units))
-            grads[self.kernel] = ops.weight_gradient(x2, dz2, self.kernel.value)
+            grads[self.kernel] = ops.weight_gradient(x2, dz2)
             if self.use_bias:
                 grads[self.bias] = ops.sum_rows(dz2)
         return (ops.matmul(dz, self.kernel.value.T) if need_dx else None), grads
