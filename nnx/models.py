@@ -469,14 +469,15 @@ class Sequential(Layer):
             stop = self._first_backward
         layers, pooled = self._layers, self._pooled  # as the forward pass that saved ``saved`` planned
         last = len(layers) - 1
-        token = None
+        token, now = None, False
         try:
             for i in range(last, stop - 1, -1):
                 layer, want_dx = layers[i], need_dx or i > stop
                 if i - 1 in pooled:  # the pooling of a pair: its backward runs in the layer before it
                     continue
-                if deferring:
-                    set_token = _ops.DEFERRING.set(layer in deferring)
+                if deferring and (layer in deferring) is not now:  # set when it changes (once, usually)
+                    now = not now
+                    set_token = _ops.DEFERRING.set(now)
                     token = token or set_token  # the first one restores the value before the pass
                 if i in pooled:
                     dy, g = layer.backward_pooled(saved[i], dy, layers[i + 1], want_dx)
