@@ -160,18 +160,22 @@ class NumpyOps(NumpyConvOps, Ops):
     def _sgd_updates(self, updates, lr, momentum, nesterov):
         blas = self.blas
         fused = blas is not None and isinstance(lr, float)  # BLAS takes a Python rate, not a device scalar
+        arrays = []
+        # the deferred products first: a gradient array updated in place below may be a factor
         for w, g, velocity in updates:
-            if type(g) is DeferredMatmul:
-                x, dz = g
-                if fused and not nesterov and blas.gemm_usable(x, dz, w) \
-                        and (velocity is None or blas.usable(w, velocity)):
-                    if velocity is None:  # w -= lr x.T @ dz: the product lands in w
-                        blas.gemm_tn(-lr, x, dz, 1.0, w)
-                    else:  # v = m v - lr x.T @ dz; w += v
-                        blas.gemm_tn(-lr, x, dz, momentum, velocity)
-                        blas.axpy(1.0, velocity, w)
-                    continue
-                g = self.materialize(g)
+            if type(g) is not DeferredMatmul:
+                arrays.append((w, g, velocity))
+                continue
+            x, dz = g
+            if fused and not nesterov and blas.gemm_usable(x, dz, w) and (velocity is None or blas.usable(w, velocity)):
+                if velocity is None:  # w -= lr x.T @ dz: the product lands in w
+                    blas.gemm_tn(-lr, x, dz, 1.0, w)
+                else:  # v = m v - lr x.T @ dz; w += v
+                    blas.gemm_tn(-lr, x, dz, momentum, velocity)
+                    blas.axpy(1.0, velocity, w)
+            else:
+                arrays.append((w, self.materialize(g), velocity))
+        for w, g, velocity in arrays:
             if fused and w.size >= self.blas_min_size and blas.usable(g, w) \
                     and (velocity is None or blas.usable(g, velocity)):
                 if velocity is None:  # w -= lr g: one pass instead of scaling g, then subtracting it

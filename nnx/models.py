@@ -38,19 +38,36 @@ def _broken_contract(layer: Any, method: str, expected: str, received: Any) -> T
                      f"received {what}.")
 
 
+_OURS: dict[type, bool] = {}  # class -> whether nnx defines it (asked at every training step)
+# methods set on an instance that replace what nnx's own code would run
+_LAYER_HOOKS = ("backward", "backward_from_logits", "backward_pooled")
+_MODEL_HOOKS = ("compute_gradients", "_gradients", "backward", "_backward", "apply_gradients")
+
+
 def _ours(obj: Any) -> bool:
-    return type(obj).__module__.partition(".")[0] == "nnx"
+    cls = type(obj)
+    ours = _OURS.get(cls)
+    if ours is None:
+        ours = _OURS[cls] = cls.__module__.partition(".")[0] == "nnx"
+    return ours
+
+
+def _hooked(obj: Any, names: tuple[str, ...]) -> bool:
+    """Whether a method of ``names`` was set on ``obj`` itself (a hook replacing the class's)."""
+    own = getattr(obj, "__dict__", None)
+    return bool(own) and any(name in own for name in names)
 
 
 def _keeps_outputs(layer: Layer) -> bool:
     """Whether ``layer``'s backward leaves the arrays its forward returned as they were: nnx's own
-    layers with nnx's own activations do (a model of such layers too); a user's layer or
-    activation is not assumed to."""
+    layers with nnx's own activations do, with no backward set on the instance (a model of such
+    layers too); a user's layer or activation is not assumed to."""
     if type(layer) is Sequential:
-        return all(_keeps_outputs(inner) for inner in layer.layers)
+        return not _hooked(layer, _MODEL_HOOKS) and all(_keeps_outputs(inner) for inner in layer._layers)
+    if not _ours(layer) or _hooked(layer, _LAYER_HOOKS):
+        return False
     activation = getattr(layer, "activation", None)
-    return (_ours(layer) and (activation is None or _ours(activation))
-            and "backward" not in vars(layer) and "backward_from_logits" not in vars(layer))
+    return activation is None or (_ours(activation) and not _hooked(activation, ("forward", "backward")))
 
 
 class Step(NamedTuple):
@@ -259,24 +276,26 @@ class Sequential(Layer):
         self._pooled = pooled
         self._planned = list(self._layers)
 
-    def _deferrable(self) -> frozenset:
+    def _deferrable(self) -> tuple:
         """The layers whose kernel gradients may stay ``nnx.ops.DeferredMatmul`` products until
-        the update (``fit`` asks once per call): those whose class says they can
-        (``defers_gradients``, no backward of their own set on the instance), with only nnx's own
+        the update (``fit`` asks at every step, so that a change to the model takes effect at
+        once): those whose class says they can (``Layer.defers_gradients``) with their class's
+        own backward (not one set on the class or the instance since), with only nnx's own
         layers and activations before them, which leave what their forward returned untouched
         (a product reads its layer's input after they have run their backward). None for a
-        subclass with its own ``compute_gradients``, ``backward`` or ``apply_gradients``: its code
-        may work on the gradients."""
-        if any(getattr(type(self), name) is not getattr(Sequential, name)
-               for name in ("compute_gradients", "_gradients", "backward", "_backward", "apply_gradients")):
-            return frozenset()
+        subclass, or an instance, with its own ``compute_gradients``, ``backward`` or
+        ``apply_gradients``: that code may work on the gradients."""
+        cls = type(self)
+        if (cls is not Sequential and any(getattr(cls, name) is not getattr(Sequential, name) for name in _MODEL_HOOKS)) \
+                or _hooked(self, _MODEL_HOOKS):
+            return ()
         out = []
         for layer in self._layers:
-            if layer.defers_gradients and "backward" not in vars(layer) and "backward_from_logits" not in vars(layer):
+            if layer.defers_gradients and layer._backward_unchanged():
                 out.append(layer)
             if not _keeps_outputs(layer):
                 break
-        return frozenset(out)
+        return tuple(out)
 
     def _plan(self) -> set[int]:
         """The pooled pairs, recomputed (with the stateful layers) when ``layers`` was changed in
@@ -459,7 +478,7 @@ class Sequential(Layer):
         return self._backward(saved, dy, need_dx, dz, stop, ())
 
     def _backward(self, saved: list, dy: Any, need_dx: bool, dz: Any, stop: int | None,
-                  deferring: frozenset | tuple) -> tuple[Any, dict]:
+                  deferring: tuple) -> tuple[Any, dict]:
         """``backward``; the layers in ``deferring`` (``_deferrable``) may give their kernels'
         gradients as ``nnx.ops.DeferredMatmul`` products (``nnx.ops.DEFERRING`` set around each)."""
         grads: dict = {}
@@ -469,7 +488,10 @@ class Sequential(Layer):
             stop = self._first_backward
         layers, pooled = self._layers, self._pooled  # as the forward pass that saved ``saved`` planned
         last = len(layers) - 1
-        token, now = None, False
+        # the switch starts off, and its token is taken before the loop: an interrupt between the
+        # two leaves it off, as it was (``DEFERRING`` is only ever set here)
+        token = _ops.DEFERRING.set(False) if deferring else None
+        now = False
         try:
             for i in range(last, stop - 1, -1):
                 layer, want_dx = layers[i], need_dx or i > stop
@@ -477,8 +499,7 @@ class Sequential(Layer):
                     continue
                 if deferring and (layer in deferring) is not now:  # set when it changes (once, usually)
                     now = not now
-                    set_token = _ops.DEFERRING.set(now)
-                    token = token or set_token  # the first one restores the value before the pass
+                    _ops.DEFERRING.set(now)
                 if i in pooled:
                     dy, g = layer.backward_pooled(saved[i], dy, layers[i + 1], want_dx)
                 elif i == last and dz is not None:
@@ -541,7 +562,7 @@ class Sequential(Layer):
         return self._gradients(x, y, backend or self.backend, sample_weight, ())
 
     def _gradients(self, x: Any, y: Any, backend: _backend.Backend, sample_weight: Any,
-                   deferring: frozenset | tuple) -> Step:
+                   deferring: tuple) -> Step:
         """``compute_gradients``; the layers in ``deferring`` (``_deferrable``, for ``fit``'s step)
         may give ``nnx.ops.DeferredMatmul`` products, for an optimizer that consumes them
         (``takes_deferred``)."""

@@ -380,8 +380,10 @@ class SGD(Optimizer):
     def takes_deferred(self) -> bool:
         # ``sgd_updates`` adds a product into the weight or the momentum; Nesterov's step needs the
         # gradient twice, clipping needs its values, and a subclass's own code may need the arrays
-        return (type(self) is SGD and not self.nesterov and self.clipnorm is None
-                and self.clipvalue is None and self.global_clipnorm is None)
+        own = self.__dict__
+        return (type(self) is SGD and not self.nesterov and self.clipnorm is None and self.clipvalue is None
+                and self.global_clipnorm is None and "apply" not in own and "_update_all" not in own
+                and "update" not in own)
 
     def update(self, ops, w, g, slots, lr):
         ops.sgd_update(w, g, slots[0] if slots else None, _like(lr, w), self.momentum, self.nesterov)

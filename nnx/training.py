@@ -137,7 +137,9 @@ class Sums:
         self.count = 0
         self._to = xp.float64 if wide and hasattr(xp, "float64") else xp.float32
         # the batch losses not yet added into values["loss"], and their sample counts: added all
-        # at once when the sums are read (``fold``), not with three array operations per step
+        # at once when the sums are read (``fold``), not with three array operations per step.
+        # Only an nnx loss's: it gives a fresh array each batch (a user's might reuse one)
+        self._keep = type(getattr(model, "loss", None)).__module__.partition(".")[0] == "nnx"
         self._losses: list[Any] = []
         self._counts: list[int] = []
 
@@ -152,8 +154,11 @@ class Sums:
 
     def add_means(self, loss: Any, y: Any, p: Any, n: int) -> None:
         """Add a batch's loss (times ``n``) and mean metrics' totals."""
-        self._losses.append(loss)
-        self._counts.append(n)
+        if self._keep:
+            self._losses.append(loss)
+            self._counts.append(n)
+        else:
+            self.values["loss"] = self.values["loss"] + self._wide(loss) * n
         for metric in self.mean_metrics:
             self.values[metric.name] = self.values[metric.name] + self._wide(metric.batch_total(self.xp, y, p))
 
@@ -368,17 +373,17 @@ class Loop:
         self.callbacks = _callbacks.CallbackList(callbacks, model, {k: v for k, v in params.items() if k != "fit"})
         self.verbose = verbose
         self._check_next_step = bool(params.get("fit"))  # fit's first step is checked before it is applied
-        # the layers whose kernel gradients stay products for the update (from the second step),
-        # and the optimizer that was asked
-        self._deferring: frozenset = frozenset()
-        self._deferring_for: Any = None
+        # whether this loop's steps may leave kernel gradients as products (``Sequential.fit``'s,
+        # after its first step; not ``train_on_batch``'s)
+        self._defers = False
 
     # -- one step ---------------------------------------------------------------------------
     def train_step(self, x: Any, y: Any, sample_weight: Any = None) -> tuple[Any, Any]:
         """compute gradients -> reduce -> apply; returns (loss, predictions) of the batch."""
         model = self.model
-        if self._deferring and model.optimizer is self._deferring_for:
-            step = model._gradients(x, y, self.backend, sample_weight, self._deferring)
+        deferring = self._deferrable() if self._defers else ()
+        if deferring:
+            step = model._gradients(x, y, self.backend, sample_weight, deferring)
         else:
             step = model.compute_gradients(x, y, self.backend, sample_weight=sample_weight)
         grads = self.reduce(step.grads)
@@ -386,22 +391,23 @@ class Loop:
             self._check_next_step = False
             _data.check_first_step(model, self.backend, step.loss, grads, x, y)
             _data.check_metrics(model, self.backend.xp, y, step.predictions)
-            self._deferring, self._deferring_for = self._deferrable(), model.optimizer
+            self._defers = True
         model.apply_gradients(grads, step.saved)
         return step.loss, step.predictions
 
-    def _deferrable(self) -> frozenset:
-        """The layers whose kernel gradients the steps after the first may leave as products
-        (``nnx.ops.DeferredMatmul``) for the update to add into the weights (``Sequential.
-        _deferrable``), or none. Only where nothing between computing and applying needs the
-        arrays: one process (``reduce`` combines nothing), nnx's own ``compute_gradients``,
-        ``backward`` and ``apply_gradients`` (not a subclass's), a backend whose update consumes
-        products (``ops.defers_matmuls``: NumPy with its BLAS), and an optimizer that does
-        (``takes_deferred``: SGD, as it is); a step with another optimizer by then gets arrays."""
-        model = self.model
-        if not (type(self).reduce is Loop.reduce and self.backend.ops.defers_matmuls
-                and getattr(model.optimizer, "takes_deferred", False) and hasattr(model, "_deferrable")):
-            return frozenset()
+    def _deferrable(self) -> tuple:
+        """The layers whose kernel gradients this step may leave as products
+        (``nnx.ops.DeferredMatmul``) for the update to add into the weights
+        (``Sequential._deferrable``), or none; asked at every step, so that a change to the
+        model, the optimizer or the backend's operations takes effect at once. Only where nothing
+        between computing and applying needs the arrays: one process (``reduce`` combines
+        nothing), a backend whose update consumes products (``ops.defers_matmuls``: NumPy with
+        its BLAS, no update set on the instance), and an optimizer that does (``takes_deferred``:
+        SGD, as it is)."""
+        model, ops = self.model, self.backend.ops
+        if not (ops.defers_matmuls and type(self).reduce is Loop.reduce and getattr(model.optimizer, "takes_deferred", False)
+                and hasattr(model, "_deferrable")) or "sgd_updates" in vars(ops) or "sgd_update" in vars(ops):
+            return ()
         return model._deferrable()
 
     def step(self, x: Any, y: Any, sample_weight: Any = None) -> tuple[Any, Any]:

@@ -428,7 +428,7 @@ def test_deferred_products_only_after_nnx_layers(fused, monkeypatch):
         return _deferring_model([nnx.Input(6), nnx.Dense(5, activation="tanh"), _Scribbler(),
                                  nnx.Dense(4, activation="relu"), nnx.Dense(3, activation="softmax")])
     model = build()
-    assert model._deferrable() == frozenset({model.layers[0]})  # the last two Dense come after the user's layer
+    assert model._deferrable() == (model.layers[0],)  # the last two Dense come after the user's layer
     calls = _train_both(fused, monkeypatch, build)
     assert calls.count("gemm_tn") == 2 * 4 - 1  # the first kernel, each step after the first (4 an epoch)
 
@@ -627,7 +627,7 @@ def test_threads_training_other_models_get_arrays(fused):
 
 
 def test_a_nested_model_changed_between_fits(fused, monkeypatch):
-    """Which layers defer is worked out at each ``fit``: a user's layer added to a nested model
+    """Which layers defer is worked out at each step: a user's layer added to a nested model
     stops the Dense after it from deferring, and training matches the portable update."""
     inner = nnx.Sequential([nnx.Dense(5, activation="tanh")])
 
@@ -635,9 +635,9 @@ def test_a_nested_model_changed_between_fits(fused, monkeypatch):
         return _deferring_model([nnx.Input(6), inner, nnx.Dense(3, activation="softmax")])
     model = build()
     model.predict(np.zeros((1, 6), "float32"), verbose=0)
-    assert model._deferrable() == frozenset({model.layers[1]})
+    assert model._deferrable() == (model.layers[1],)
     inner.add(_Scribbler())
-    assert model._deferrable() == frozenset()
+    assert model._deferrable() == ()
     calls = _train_both(fused, monkeypatch, lambda: _deferring_model(
         [nnx.Input(6), nnx.Sequential([nnx.Dense(5, activation="tanh"), _Scribbler()]), nnx.Dense(3, activation="softmax")]))
     assert calls.count("gemm_tn") == 0
@@ -654,12 +654,12 @@ def test_data_parallel_and_other_optimizers_do_not_defer(fused):
         def reduce(self, grads):
             return grads
 
-    expected = frozenset(model.layers) if fused.ops.defers_matmuls else frozenset()
+    expected = tuple(model.layers) if fused.ops.defers_matmuls else ()
     assert nnx.training.Loop(model, fused, [], 0, params)._deferrable() == expected
-    assert Reducing(model, fused, [], 0, params)._deferrable() == frozenset()
+    assert Reducing(model, fused, [], 0, params)._deferrable() == ()
     for opt in (nnx.optimizers.SGD(0.1, momentum=0.9, nesterov=True), nnx.optimizers.Adam(), nnx.optimizers.RMSprop()):
         model.compile(opt, "mse")
-        assert not opt.takes_deferred and nnx.training.Loop(model, fused, [], 0, params)._deferrable() == frozenset()
+        assert not opt.takes_deferred and nnx.training.Loop(model, fused, [], 0, params)._deferrable() == ()
 
 
 def test_a_numpy_ops_subclass_with_its_own_sgd_update_is_called(fused, monkeypatch):
@@ -689,3 +689,192 @@ def test_numpy_blas_reads_data_pointers_from_the_arrays(fused):
     for a in (base, base[2:], base[1:, 3:], base[::2], base.T, base.reshape(-1)[7:]):
         assert numpy_blas._address(a) == a.__array_interface__["data"][0]
     assert numpy_blas._layout_ok()
+
+
+def _changed_during_fit(fused, monkeypatch, change, layers=None):
+    """``_train_both`` with ``change(model)`` applied by a callback at the start of the second
+    epoch; the BLAS calls of the run with the backend's kernels."""
+    class Change(nnx.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                change(self.model)
+
+    def build():
+        model = _deferring_model(layers() if layers else [nnx.Input(6), nnx.Dense(5, activation="tanh"),
+                                                          nnx.Dense(4, activation="relu"), nnx.Dense(3, activation="softmax")])
+        fit = model.fit
+        model.fit = lambda *a, **k: fit(*a, callbacks=[Change()], **k)
+        return model
+    return _train_both(fused, monkeypatch, build)
+
+
+@pytest.mark.parametrize("change", ["user_activation", "nnx_activation_backward", "instance_backward",
+                                    "user_layer_inserted"])
+def test_a_change_during_fit_takes_effect_at_the_next_step(fused, monkeypatch, change):
+    """A callback that gives a layer a user's activation, replaces an activation's or a layer's
+    backward, or inserts a user's layer, mid-fit: from the next step, the Dense layers it could
+    affect give arrays, and training matches the portable update."""
+    def user_activation(model):
+        model.layers[0].activation = _ScribblingSigmoid()
+
+    def nnx_activation_backward(model):
+        act = model.layers[0].activation
+
+        def backward(xp, dy, y):  # an nnx activation whose backward, set on it, scribbles on y
+            y *= y
+            y -= 1.0
+            y *= -dy
+            return y
+        act.backward = backward
+
+    def instance_backward(model):
+        dense = model.layers[2]
+        plain = dense.backward_from_logits
+
+        def halved(saved, dz, need_dx=True):
+            dx, grads = plain(saved, dz, need_dx)
+            return dx, {w: g * 0.5 for w, g in grads.items()}
+        dense.backward_from_logits = halved
+
+    def user_layer_inserted(model):
+        last = model.pop()
+        model.add(_Scribbler())
+        model.add(last)
+
+    calls = _changed_during_fit(fused, monkeypatch, locals()[change])
+    # 4 steps an epoch: the first epoch's last three defer all three kernels; the second epoch's
+    # four defer the first kernel only (the hook and the inserted layer: the first two)
+    per_step = {"instance_backward": 2, "user_layer_inserted": 2}.get(change, 1)
+    assert calls.count("gemm_tn") == 3 * 3 + 4 * per_step
+
+
+def test_patches_on_the_model_or_the_dense_class_get_arrays(fused, monkeypatch):
+    """``apply_gradients`` or ``compute_gradients`` set on the model, and a backward set on the
+    Dense class itself, are called with arrays at every step."""
+    seen = []
+    rng = np.random.default_rng(6)
+    x, y = rng.normal(size=(20, 6)).astype("float32"), rng.integers(0, 3, size=20)
+    calls = _count_blas(monkeypatch, _numpy_blas(fused))
+
+    model = _deferring_model([nnx.Input(6), nnx.Dense(5, activation="tanh"), nnx.Dense(3, activation="softmax")])
+    plain_apply = model.apply_gradients
+    model.apply_gradients = lambda grads, saved=None: (seen.extend(map(type, grads.values())), plain_apply(grads, saved))
+    model.fit(x, y, epochs=1, batch_size=5, verbose=0)
+    assert len(seen) == 4 * 4 and set(seen) == {np.ndarray}
+
+    seen.clear()
+    model = _deferring_model([nnx.Input(6), nnx.Dense(5, activation="tanh"), nnx.Dense(3, activation="softmax")])
+    plain_compute = model.compute_gradients
+
+    def compute_gradients(*a, **k):
+        step = plain_compute(*a, **k)
+        seen.extend(map(type, step.grads.values()))
+        return step
+    model.compute_gradients = compute_gradients
+    model.fit(x, y, epochs=1, batch_size=5, verbose=0)
+    assert len(seen) == 4 * 4 and set(seen) == {np.ndarray}
+
+    seen.clear()
+    plain_backward = nnx.Dense.backward_from_logits
+
+    def backward_from_logits(self, saved, dz, need_dx=True):
+        dx, grads = plain_backward(self, saved, dz, need_dx)
+        seen.extend(map(type, grads.values()))
+        return dx, grads
+    monkeypatch.setattr(nnx.Dense, "backward_from_logits", backward_from_logits)
+    model = _deferring_model([nnx.Input(6), nnx.Dense(5, activation="tanh"), nnx.Dense(3, activation="softmax")])
+    model.fit(x, y, epochs=1, batch_size=5, verbose=0)
+    assert len(seen) == 4 * 4 and set(seen) == {np.ndarray}
+    assert calls.count("gemm_tn") == 0
+
+
+class _Echo(nnx.layers.Layer):
+    """A user's layer whose weight gradient is the very array it hands back as ``dx``."""
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self.o = self.add_weight("o", (10, 3), "zeros")  # one row per sample of a batch of 10
+
+    def forward(self, x, training=False):
+        return x + self.o.value, None
+
+    def backward(self, saved, dy, need_dx=True):
+        return dy, {self.o: dy}
+
+
+def test_a_product_reads_its_factors_before_other_updates(fused, monkeypatch):
+    """The update runs the deferred products before it scales gradient arrays in place: a linear
+    Dense before a layer whose weight gradient is its ``dx`` trains as the portable update."""
+    def build():
+        return _deferring_model([nnx.Input(6), nnx.Dense(3), _Echo()], loss="mse")
+
+    rng = np.random.default_rng(7)
+    xs, y = rng.normal(size=(40, 6)).astype("float32"), rng.normal(size=(40, 3)).astype("float32")
+    calls = _count_blas(monkeypatch, _numpy_blas(fused))
+    out, kernels = [], fused.ops
+    for ops in (kernels, _portable(fused)):
+        monkeypatch.setattr(fused, "ops", ops)
+        model = build()
+        model.fit(xs, y, epochs=2, batch_size=10, verbose=0)
+        out.append(model.get_weights())
+    monkeypatch.setattr(fused, "ops", kernels)
+    assert calls.count("gemm_tn") == 2 * 4 - 1
+    for a, b in zip(*out):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_the_deferring_switch_is_off_after_a_failed_backward(fused):
+    """A layer's backward that raises during ``fit`` leaves the switch off in this thread."""
+    _numpy_blas(fused)
+
+    class Failing(nnx.layers.Layer):
+        calls = 0
+
+        def forward(self, x, training=False):
+            return x, None
+
+        def backward(self, saved, dy, need_dx=True):
+            type(self).calls += 1
+            if type(self).calls == 3:
+                raise KeyboardInterrupt
+            return dy, {}
+
+    rng = np.random.default_rng(8)
+    x, y = rng.normal(size=(20, 6)).astype("float32"), rng.integers(0, 3, size=20)
+    model = _deferring_model([nnx.Input(6), nnx.Dense(5, activation="tanh"), nnx.Dense(3), Failing(),
+                              nnx.Activation("softmax")])
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(x, y, epochs=1, batch_size=5, verbose=0)
+    assert not nnx.ops.DEFERRING.get()
+
+
+def test_epoch_loss_of_a_loss_that_reuses_its_array(backend):
+    """A user's loss that returns the same 0-d array each batch, refilled: the epoch loss is the
+    mean of the batches' values, not the last one's."""
+    xp = backend.xp
+
+    class Reusing(nnx.losses.Loss):
+        name = "reusing_mse"
+
+        def __init__(self):
+            super().__init__()
+            self.out = None
+
+        def forward(self, xp_, y, p):
+            value = xp.mean((p - y) ** 2)
+            if self.out is None:
+                self.out = xp.zeros((), dtype=value.dtype, device=backend.device)
+            self.out[...] = value
+            return self.out
+
+        def backward(self, xp_, y, p):
+            return 2.0 * (p - y) / (p.shape[0] * p.shape[1])
+
+    rng = np.random.default_rng(9)
+    x, y = rng.normal(size=(12, 3)).astype("float32"), rng.normal(size=(12, 2)).astype("float32")
+    model = nnx.Sequential([nnx.Input(3), nnx.Dense(2)])
+    model.compile(nnx.optimizers.SGD(0.0), Reusing())
+    history = model.fit(x, y, epochs=1, batch_size=4, shuffle=False, verbose=0)
+    p = nnx.to_numpy(model.predict(x, verbose=0))
+    expected = np.mean([np.mean((p[i:i + 4] - y[i:i + 4]) ** 2) for i in range(0, 12, 4)])
+    assert history.history["loss"][0] == pytest.approx(expected, rel=1e-5)

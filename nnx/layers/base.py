@@ -206,13 +206,24 @@ class Layer:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if "defers_gradients" in cls.__dict__ or not cls.defers_gradients:
+        if not cls.defers_gradients:
             return
-        owner = next(c for c in cls.__mro__ if "defers_gradients" in c.__dict__)
-        for name in ("backward", "backward_from_logits"):
-            where = next(c for c in cls.__mro__ if name in c.__dict__)  # the class whose method runs
-            if not issubclass(owner, where):
-                cls.defers_gradients = False
+        if "defers_gradients" not in cls.__dict__:
+            owner = next(c for c in cls.__mro__ if "defers_gradients" in c.__dict__)
+            for name in ("backward", "backward_from_logits"):
+                where = next(c for c in cls.__mro__ if name in c.__dict__)  # the class whose method runs
+                if not issubclass(owner, where):
+                    cls.defers_gradients = False
+                    return
+        # the backward this class defers with: one set on the class later is not trusted
+        cls._deferring_backward = (cls.backward, getattr(cls, "backward_from_logits", None))
+
+    def _backward_unchanged(self) -> bool:
+        """Whether this layer's backward is still the one its class declared ``defers_gradients``
+        with: not replaced on the class, nor set on the instance."""
+        cls, own = type(self), self.__dict__
+        return ("backward" not in own and "backward_from_logits" not in own and "backward_pooled" not in own
+                and (cls.backward, getattr(cls, "backward_from_logits", None)) == cls._deferring_backward)
 
     def __init__(self, name: str | None = None, trainable: bool = True, input_shape: Any = None,
                  input_dim: Any = None, dtype: str | None = None, **unknown: Any):
