@@ -278,13 +278,13 @@ class Sequential(Layer):
 
     def _deferrable(self) -> tuple:
         """The layers whose kernel gradients may stay ``nnx.ops.DeferredMatmul`` products until
-        the update (``fit`` asks at every step, so that a change to the model takes effect at
-        once): those whose class says they can (``Layer.defers_gradients``) with their class's
+        the update (``fit`` asks again after its callbacks have run, so that a change they make
+        takes effect at the next step): those whose class says they can (``Layer.defers_gradients``) with their class's
         own backward (not one set on the class or the instance since), with only nnx's own
         layers and activations before them, which leave what their forward returned untouched
-        (a product reads its layer's input after they have run their backward). None for a
-        subclass, or an instance, with its own ``compute_gradients``, ``backward`` or
-        ``apply_gradients``: that code may work on the gradients."""
+        (a product reads its layer's input after they have run their backward). None (an empty
+        tuple) for a subclass, or an instance, with its own ``compute_gradients``, ``backward``
+        or ``apply_gradients``: that code may work on the gradients."""
         cls = type(self)
         if (cls is not Sequential and any(getattr(cls, name) is not getattr(Sequential, name) for name in _MODEL_HOOKS)) \
                 or _hooked(self, _MODEL_HOOKS):

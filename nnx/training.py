@@ -374,14 +374,20 @@ class Loop:
         self.verbose = verbose
         self._check_next_step = bool(params.get("fit"))  # fit's first step is checked before it is applied
         # whether this loop's steps may leave kernel gradients as products (``Sequential.fit``'s,
-        # after its first step; not ``train_on_batch``'s)
+        # after its first step; not ``train_on_batch``'s), and for which layers: worked out again
+        # after callbacks have run (None), since a callback may change the model or its optimizer
         self._defers = False
+        self._deferring: tuple | None = None
 
     # -- one step ---------------------------------------------------------------------------
     def train_step(self, x: Any, y: Any, sample_weight: Any = None) -> tuple[Any, Any]:
         """compute gradients -> reduce -> apply; returns (loss, predictions) of the batch."""
         model = self.model
-        deferring = self._deferrable() if self._defers else ()
+        deferring = ()
+        if self._defers:
+            deferring = self._deferring
+            if deferring is None:
+                deferring = self._deferring = self._deferrable()
         if deferring:
             step = model._gradients(x, y, self.backend, sample_weight, deferring)
         else:
@@ -398,8 +404,10 @@ class Loop:
     def _deferrable(self) -> tuple:
         """The layers whose kernel gradients this step may leave as products
         (``nnx.ops.DeferredMatmul``) for the update to add into the weights
-        (``Sequential._deferrable``), or none; asked at every step, so that a change to the
-        model, the optimizer or the backend's operations takes effect at once. Only where nothing
+        (``Sequential._deferrable``), or none; asked again after callbacks have run (each epoch,
+        and each batch when a callback listens to batches), so that a change a callback makes to
+        the model, its optimizer or the backend's operations takes effect at the next step. Only
+        where nothing
         between computing and applying needs the arrays: one process (``reduce`` combines
         nothing), a backend whose update consumes products (``ops.defers_matmuls``: NumPy with
         its BLAS, no update set on the instance), and an optimizer that does (``takes_deferred``:
@@ -445,6 +453,7 @@ class Loop:
             if getattr(model, "_dropout_rng", None) is not None:
                 model._dropout_rng.new_epoch()  # a device generator is reseeded from the saved host state
             cbs.call("on_epoch_begin", epoch, {})
+            self._deferring = None  # a callback may have changed the model: asked again at the next step
             header = f"Epoch {epoch + 1}/{epochs}"
             if self.verbose == 1:
                 _progbar.message(header)
@@ -458,6 +467,7 @@ class Loop:
             for step, (start, stop, batch) in enumerate(batches):
                 if batch_hooks:
                     cbs.call("on_train_batch_begin", step, sums.running())
+                    self._deferring = None
                 if graph is not None and not self._check_next_step:
                     graph.run(batch, stop - start)
                 else:
@@ -467,6 +477,7 @@ class Loop:
                 done = step + 1
                 if batch_hooks:
                     cbs.call("on_train_batch_end", step, sums.running())
+                    self._deferring = None
                 if live:
                     bar.update(done, sums.running)
                 if model._stop_now:
