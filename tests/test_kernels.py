@@ -491,6 +491,10 @@ def test_dense_subclass_that_overrides_backward_gets_arrays():
     assert nnx.Dense.defers_gradients and Named.defers_gradients and Declared.defers_gradients
     assert not _Halved.defers_gradients and not _MixedHalved.defers_gradients
     assert not nnx.layers.Layer.defers_gradients and not nnx.Activation.defers_gradients
+    # the flag set on an instance of a class that does not defer: that class's backward is not trusted
+    model = nnx.Sequential([nnx.Input(3), _Scribbler(), nnx.Dense(2)])
+    model.layers[0].defers_gradients = True
+    assert model._deferrable() == ()
 
 
 @pytest.mark.parametrize("case", ["subclass", "mixin", "instance_backward", "regularizer", "clipnorm", "clipvalue",

@@ -203,6 +203,7 @@ class Layer:
     #: other than the one that set it True (its own body, a mixin) gets False unless its own class
     #: body says otherwise: that code may work on the gradients it returns.
     defers_gradients = False
+    _deferring_backward: tuple | None = None  # set for each class that defers (see ``__init_subclass__``)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
