@@ -22,6 +22,7 @@ from . import ops as _ops
 from . import optimizers as _optimizers
 from . import progbar as _progbar
 from . import random as _random
+from . import registry as _registry
 from . import training as _training
 from .layers.base import Layer, as_int
 
@@ -38,18 +39,9 @@ def _broken_contract(layer: Any, method: str, expected: str, received: Any) -> T
                      f"received {what}.")
 
 
-_OURS: dict[type, bool] = {}  # class -> whether nnx defines it (asked at every training step)
 # methods set on an instance that replace what nnx's own code would run
 _LAYER_HOOKS = ("backward", "backward_from_logits", "backward_pooled")
 _MODEL_HOOKS = ("compute_gradients", "_gradients", "backward", "_backward", "apply_gradients")
-
-
-def _ours(obj: Any) -> bool:
-    cls = type(obj)
-    ours = _OURS.get(cls)
-    if ours is None:
-        ours = _OURS[cls] = cls.__module__.partition(".")[0] == "nnx"
-    return ours
 
 
 def _hooked(obj: Any, names: tuple[str, ...]) -> bool:
@@ -64,10 +56,10 @@ def _keeps_outputs(layer: Layer) -> bool:
     layers too); a user's layer or activation is not assumed to."""
     if type(layer) is Sequential:
         return not _hooked(layer, _MODEL_HOOKS) and all(_keeps_outputs(inner) for inner in layer._layers)
-    if not _ours(layer) or _hooked(layer, _LAYER_HOOKS):
+    if not _registry.builtin(type(layer)) or _hooked(layer, _LAYER_HOOKS):
         return False
-    activation = getattr(layer, "activation", None)
-    return activation is None or (_ours(activation) and not _hooked(activation, ("forward", "backward")))
+    act = getattr(layer, "activation", None)
+    return act is None or (_registry.builtin(type(act)) and not _hooked(act, ("forward", "backward")))
 
 
 class Step(NamedTuple):
@@ -279,12 +271,13 @@ class Sequential(Layer):
     def _deferrable(self) -> tuple:
         """The layers whose kernel gradients may stay ``nnx.ops.DeferredMatmul`` products until
         the update (``fit`` asks again after its callbacks have run, so that a change they make
-        takes effect at the next step): those whose class says they can (``Layer.defers_gradients``) with their class's
-        own backward (not one set on the class or the instance since), with only nnx's own
-        layers and activations before them, which leave what their forward returned untouched
-        (a product reads its layer's input after they have run their backward). None (an empty
-        tuple) for a subclass, or an instance, with its own ``compute_gradients``, ``backward``
-        or ``apply_gradients``: that code may work on the gradients."""
+        takes effect at the next step): those whose class says they can
+        (``Layer.defers_gradients``) with their class's own backward (not one set on the class
+        or the instance since), with only nnx's own layers and activations before them, which
+        leave what their forward returned untouched (a product reads its layer's input after
+        they have run their backward). None (an empty tuple) for a subclass, or an instance,
+        with its own ``compute_gradients``, ``backward`` or ``apply_gradients``: that code may
+        work on the gradients."""
         cls = type(self)
         if (cls is not Sequential and any(getattr(cls, name) is not getattr(Sequential, name) for name in _MODEL_HOOKS)) \
                 or _hooked(self, _MODEL_HOOKS):

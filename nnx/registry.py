@@ -13,6 +13,20 @@ def _article(word: str) -> str:
     return "an" if word[:1].lower() in "aeiou" else "a"
 
 
+_BUILTIN: dict[type, bool] = {}  # class -> whether nnx defines it (asked at training steps: cached)
+
+
+def builtin(cls: type) -> bool:
+    """Whether ``cls`` is one of nnx's own classes (defined in an ``nnx`` module), not a user's.
+
+    >>> builtin(nnx.Dense)   # True
+    """
+    known = _BUILTIN.get(cls)
+    if known is None:
+        known = _BUILTIN[cls] = getattr(cls, "__module__", "").partition(".")[0] == "nnx"
+    return known
+
+
 def normalize(name: str) -> str:
     """``"GlorotUniform"``, ``"glorot_uniform"`` and ``"Glorot_Uniform"`` all become ``"glorotuniform"``."""
     return str(name).replace("_", "").replace("-", "").lower()
@@ -94,7 +108,7 @@ def register(cls: type) -> type:
     for r in kinds:
         for n in [*names, cls.__name__]:
             taken = r.lookup(n)
-            if taken is not None and taken is not cls and getattr(taken, "__module__", "").split(".")[0] == "nnx":
+            if taken is not None and taken is not cls and builtin(taken):
                 raise ValueError(f"register: the {r.kind} name {n!r} belongs to nnx's {taken.__name__}; give "
                                  f"{cls.__name__} a name (and a class name) of its own.")
     for r in kinds:

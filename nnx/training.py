@@ -17,6 +17,7 @@ from array_api_compat import device as _device
 from . import callbacks as _callbacks
 from . import data as _data
 from . import progbar as _progbar
+from . import registry as _registry
 
 
 class Batches:
@@ -139,7 +140,7 @@ class Sums:
         # the batch losses not yet added into values["loss"], and their sample counts: added all
         # at once when the sums are read (``fold``), not with three array operations per step.
         # Only an nnx loss's: it gives a fresh array each batch (a user's might reuse one)
-        self._keep = type(getattr(model, "loss", None)).__module__.partition(".")[0] == "nnx"
+        self._keep = _registry.builtin(type(getattr(model, "loss", None)))
         self._losses: list[Any] = []
         self._counts: list[int] = []
 
@@ -163,8 +164,8 @@ class Sums:
             self.values[metric.name] = self.values[metric.name] + self._wide(metric.batch_total(self.xp, y, p))
 
     def fold(self) -> None:
-        """Add the pending batch losses into ``values["loss"]``: one product and one sum on the
-        device for all of them (a loss that is not an array is added on its own)."""
+        """Add the pending batch losses into ``values["loss"]``: one sum on the device for all of
+        them, weighed by their sample counts (a loss that is not an array is added on its own)."""
         losses, counts = self._losses, self._counts
         if not losses:
             return
@@ -172,7 +173,10 @@ class Sums:
         xp, total = self.xp, self.values["loss"]
         if all(hasattr(v, "shape") and v.shape == () for v in losses):
             stacked = self._wide(xp.stack(losses))
-            total = total + xp.sum(stacked * xp.asarray(counts, dtype=self._to, device=_device(stacked)))
+            if counts.count(counts[0]) == len(counts):  # batches of one size (any read inside an epoch)
+                total = total + xp.sum(stacked) * counts[0]  # no array of counts copied to the device
+            else:
+                total = total + xp.sum(stacked * xp.asarray(counts, dtype=self._to, device=_device(stacked)))
         else:
             for v, n in zip(losses, counts):
                 total = total + self._wide(v) * n
@@ -407,14 +411,14 @@ class Loop:
         (``Sequential._deferrable``), or none; asked again after callbacks have run (each epoch,
         and each batch when a callback listens to batches), so that a change a callback makes to
         the model, its optimizer or the backend's operations takes effect at the next step. Only
-        where nothing
-        between computing and applying needs the arrays: one process (``reduce`` combines
-        nothing), a backend whose update consumes products (``ops.defers_matmuls``: NumPy with
-        its BLAS, no update set on the instance), and an optimizer that does (``takes_deferred``:
-        SGD, as it is)."""
+        where nothing between computing and applying needs the arrays: one process (``reduce``
+        combines nothing), a backend whose update consumes products (``ops.defers_matmuls``:
+        NumPy with its BLAS, no update set on the instance), and an optimizer that does
+        (``takes_deferred``: SGD, as it is)."""
         model, ops = self.model, self.backend.ops
-        if not (ops.defers_matmuls and type(self).reduce is Loop.reduce and getattr(model.optimizer, "takes_deferred", False)
-                and hasattr(model, "_deferrable")) or "sgd_updates" in vars(ops) or "sgd_update" in vars(ops):
+        if not (ops.defers_matmuls and type(self).reduce is Loop.reduce and hasattr(model, "_deferrable")
+                and getattr(model.optimizer, "takes_deferred", False)) or "sgd_updates" in vars(ops) \
+                or "sgd_update" in vars(ops):
             return ()
         return model._deferrable()
 
