@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 from typing import Any
 
 import numpy as np  # host side: buffers for MPI
@@ -120,6 +121,9 @@ def _abort_on_uncaught(comm: Any) -> None:
         sys.stderr.flush()
         previous(kind, value, traceback)
         sys.stderr.flush()
+        # MPI_Abort kills every rank at once: a moment first for the launcher to pass on what
+        # this rank wrote (a launch was once seen to end with nothing of it on stderr)
+        time.sleep(0.2)
         comm.Abort(1)
 
     hook._nnx_abort = True
